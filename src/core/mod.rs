@@ -1,0 +1,12 @@
+//! The failover logic, as a pure state machine.
+//!
+//! Owns: node state, peer liveness per link, ordered acquire/release with per-step timeouts,
+//! rollback, restarts, planned handoff, terms and split-brain rules, safety gates.
+//! Must not touch: sockets, processes, files, clocks, randomness, tokio. Time arrives as `Millis`
+//! in every call; outputs leave through `Node::poll_action`.
+
+pub mod params;
+pub mod types;
+
+pub use params::{CoreParams, FenceParams, StepParams};
+pub use types::*;

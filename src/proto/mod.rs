@@ -1,0 +1,1 @@
+//! Heartbeat wire format (stub).
