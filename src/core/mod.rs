@@ -10,3 +10,16 @@ pub mod types;
 
 pub use params::{CoreParams, FenceParams, StepParams};
 pub use types::*;
+
+mod handoff;
+pub mod io;
+pub mod liveness;
+mod node;
+pub mod plan;
+pub mod status;
+
+pub use io::{Action, Command, CommandOutcome, Input, OpId, Severity};
+pub use liveness::PeerView;
+pub use node::Node;
+pub use plan::{StepDirection, StepTiming};
+pub use status::{LinkStatus, PeerStatus, ResourceStatus, Status, Transition};

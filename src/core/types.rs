@@ -24,10 +24,12 @@ pub enum NodeState {
     Failed,
     /// Unmanaged: observes, never acts.
     Maintenance,
+    /// The daemon released everything and is exiting: the peer may take over at once.
+    Stopped,
 }
 
 impl NodeState {
-    pub const ALL: [NodeState; 7] = [
+    pub const ALL: [NodeState; 8] = [
         NodeState::Init,
         NodeState::Standby,
         NodeState::Acquiring,
@@ -35,6 +37,7 @@ impl NodeState {
         NodeState::Releasing,
         NodeState::Failed,
         NodeState::Maintenance,
+        NodeState::Stopped,
     ];
 
     pub fn code(self) -> u8 {
@@ -62,6 +65,7 @@ impl NodeState {
             NodeState::Releasing => "releasing",
             NodeState::Failed => "failed",
             NodeState::Maintenance => "maintenance",
+            NodeState::Stopped => "stopped",
         }
     }
 }
@@ -153,7 +157,9 @@ impl RefuseReason {
     pub fn describe(self) -> &'static str {
         match self {
             RefuseReason::Busy => "a transition is already running",
-            RefuseReason::NotHealthy => "the node cannot run the service (failed or disk not UpToDate)",
+            RefuseReason::NotHealthy => {
+                "the node cannot run the service (failed or disk not UpToDate)"
+            }
             RefuseReason::NotActive => "the node does not hold the service",
             RefuseReason::Maintenance => "the node is in maintenance mode",
             RefuseReason::HandoffInProgress => "another handoff is already under way",

@@ -1,0 +1,75 @@
+//! The core's self-description for `twinbeat status`: plain serializable data, computed on demand.
+
+use serde::{Deserialize, Serialize};
+
+use super::liveness::PeerView;
+use super::plan::StepTiming;
+use super::types::{DiskState, HandoffMsg, Millis, NodeState};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: Millis,
+    pub from: NodeState,
+    pub to: NodeState,
+    pub cause: String,
+    /// Steps run on the way (for transitions that end a plan), with their timings.
+    pub steps: Vec<StepTiming>,
+    pub total_ms: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub up: bool,
+    pub last_heard_ms_ago: Option<Millis>,
+    pub beats: u64,
+    pub late: u64,
+    pub rejected: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub view: PeerView,
+    pub state: Option<NodeState>,
+    pub term: Option<u64>,
+    pub held: Option<u32>,
+    pub disk: Option<DiskState>,
+    pub generation: Option<u64>,
+    pub last_heard_ms_ago: Option<Millis>,
+    pub restarts_seen: u64,
+    pub max_gap_ms: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub held: bool,
+    /// "acquiring" or "releasing" while a step runs on it.
+    pub running: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub state: NodeState,
+    pub term: u64,
+    pub since_ms: Millis,
+    pub cause: String,
+    pub failed_reason: Option<String>,
+    /// Why this node would not take over right now (empty when nothing stands in the way).
+    pub blockers: Vec<String>,
+    pub disk: DiskState,
+    pub tiebreaker: Option<bool>,
+    pub maintenance: bool,
+    pub peer: PeerStatus,
+    pub links: Vec<LinkStatus>,
+    pub resources: Vec<ResourceStatus>,
+    pub handoff: Option<HandoffMsg>,
+    pub takeovers: u64,
+    pub restarts: u64,
+    pub split_brains: u64,
+    /// Newest last.
+    pub transitions: Vec<Transition>,
+}
