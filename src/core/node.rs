@@ -220,7 +220,6 @@ impl Node {
 
     pub fn handle_timeout(&mut self, now: Millis) {
         self.before(now);
-        self.expire(now);
         self.after(now);
     }
 
@@ -404,6 +403,9 @@ impl Node {
         }
         self.last_call = Some(now);
         self.now = now;
+        // Deadlines that fell due are handled on every call, not only in `handle_timeout`:
+        // `poll_timeout` never reports a moment that has passed, so one missed here is lost.
+        self.expire(now);
     }
 
     fn after(&mut self, now: Millis) {
@@ -576,7 +578,26 @@ impl Node {
         };
         let all = all_steps(self.n_steps);
         self.held = held & all;
-        if self.n_steps > 0 && self.held == all {
+        let peer_active = self
+            .live_beat(now)
+            .filter(|b| b.state == NodeState::Active && b.term >= self.term);
+        if let Some(b) = peer_active.filter(|_| self.held != 0) {
+            // Rule 6: a running copy here while the peer is active is a split; the peer's term
+            // is at least ours, so the local copy goes.
+            let cause = format!(
+                "left maintenance with resources running while {} is active with term {}: releasing them",
+                self.p.peer_name, b.term
+            );
+            self.alert(Severity::Error, cause.clone());
+            self.start_plan(
+                now,
+                Plan::release(self.held, 0, now),
+                Goal::Standby {
+                    cause: "released the local copy after maintenance".into(),
+                },
+                &cause,
+            );
+        } else if self.n_steps > 0 && self.held == all {
             self.enter(
                 now,
                 Phase::Active,

@@ -163,6 +163,8 @@ impl Plan {
             }
             // A failed release keeps going with the lower steps: leaving them up would not make
             // the stuck step any safer, and the held bit stays set so the peer never acquires.
+            // Nothing is acquired on top of a step in an unknown state (a restart stops here).
+            self.ops.retain(|o| o.dir == StepDirection::Release);
         }
         true
     }

@@ -745,11 +745,11 @@ impl Sim {
         let term = node.term();
         let boot = self.nodes[n].boot_at;
         match a {
-            Action::Acquire { step, .. } | Action::Release { step, .. } => {
-                // Rule 2: one step at a time.
-                if !self.nodes[n].pending.is_empty() {
-                    self.violation(n, "2", format!("step {step} started while another runs"));
-                }
+            // Rule 2: one step at a time.
+            Action::Acquire { step, .. } | Action::Release { step, .. }
+                if !self.nodes[n].pending.is_empty() =>
+            {
+                self.violation(n, "2", format!("step {step} started while another runs"));
             }
             _ => {}
         }
@@ -842,7 +842,7 @@ impl Sim {
                     .last_rx
                     .is_none_or(|t| now.saturating_sub(t) >= p.deadtime_ms);
                 let after_initdead = now.saturating_sub(boot) >= p.initdead_ms;
-                if !cooperative && !(silent && after_initdead) {
+                if !(cooperative || silent && after_initdead) {
                     self.violation(
                         n,
                         "4",
