@@ -449,9 +449,7 @@ fn link_addresses(
 ) -> Option<[IpAddr; 2]> {
     let mut found: [Option<IpAddr>; 2] = [None, None];
     let mut ok = true;
-    let names: Vec<&str> = nodes
-        .map(|n| n.iter().map(|n| n.name.as_str()).collect())
-        .unwrap_or_default();
+    let mut unknown = Vec::new();
     for (k, a) in table.get_ref() {
         let p = join(path, k.get_ref());
         let ip = match a.get_ref().parse::<IpAddr>() {
@@ -469,31 +467,42 @@ fn link_addresses(
         };
         let Some(nodes) = nodes else { continue };
         match nodes.iter().position(|n| &n.name == k.get_ref()) {
-            Some(i) => found[i] = ip,
-            None => {
-                let mut fix = format!("the nodes are {}", list_keys(&names));
-                if let Some(best) = closest(k.get_ref(), &names) {
-                    fix = format!("did you mean `{best}`? {fix}");
-                }
-                v.d.error(k.span(), &p, format!("unknown node `{}`", k.get_ref()), fix);
-                ok = false;
-            }
+            // A bad address was reported above; the node is still "defined" on this link.
+            Some(i) => found[i] = ip.or(Some(IpAddr::from([0, 0, 0, 0]))),
+            None => unknown.push(k),
         }
     }
     let nodes = nodes?;
-    for (i, n) in nodes.iter().enumerate() {
-        if found[i].is_none() && ok {
-            v.d.error(
-                table.span(),
-                path,
-                format!(
-                    "no address for node `{}`: a link must be defined for both nodes",
-                    n.name
-                ),
-                format!("add `{} = \"IP\"` to this table", n.name),
-            );
-            ok = false;
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    // A misspelt node name most likely meant a node that has no address yet.
+    let missing: Vec<&str> = (0..2)
+        .filter(|i| found[*i].is_none())
+        .map(|i| names[i])
+        .collect();
+    for k in unknown {
+        let mut fix = format!("the nodes are {}", list_keys(&names));
+        if let Some(best) = closest(k.get_ref(), &missing) {
+            fix = format!("did you mean `{best}`? {fix}");
         }
+        v.d.error(
+            k.span(),
+            &join(path, k.get_ref()),
+            format!("unknown node `{}`", k.get_ref()),
+            fix,
+        );
+        ok = false;
+    }
+    for name in &missing {
+        v.d.error(
+            table.span(),
+            path,
+            format!("no address for node `{name}`: a link must be defined for both nodes"),
+            format!("add `{name} = \"IP\"` to this table"),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
     }
     let [Some(a), Some(b)] = found else {
         return None;
