@@ -123,6 +123,11 @@ fn report(diags: &mut Diags<'_>, hit: &Hit, message: &str) {
             fix,
         );
     } else {
+        // serde names our internal `Raw*` structs; the operator wrote a table.
+        let message = match message.split_once("expected struct ") {
+            Some((head, _)) => format!("{head}expected a table"),
+            None => message,
+        };
         diags.error(
             hit.span.clone(),
             &hit.path,
@@ -238,7 +243,7 @@ fn type_hint(message: &str) -> String {
         "write true or false, without quotes"
     } else if expected.contains("sequence") {
         "write an array, e.g. [\"/usr/bin/true\"]"
-    } else if expected.contains("struct") || expected.contains("map") {
+    } else if expected.contains("table") || expected.contains("map") {
         "write a table, e.g. a [section] header or { key = value }"
     } else {
         "fix the value's type"
