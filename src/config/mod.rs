@@ -1,1 +1,141 @@
-//! Configuration (stub).
+//! The TOML configuration: file -> raw serde types -> validation -> typed `Config`.
+//!
+//! Owns: the file format (see `etc/twinbeat.toml`), every validation rule, and picking which
+//! node this process is. Must not touch: sockets, processes, the core's logic. Reads the file
+//! system only for the config itself and the key file (whose permissions are part of validity).
+//!
+//! Every problem is reported, not just the first, each as
+//! `FILE:LINE:COL: field.path: what is wrong; how to fix it` (see `Diagnostic`).
+
+mod diag;
+mod keyfile;
+mod kinds;
+mod parse;
+mod raw;
+mod types;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Severity};
+pub use keyfile::MIN_SECRET_LEN;
+pub use types::*;
+pub use validate::{default_timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_PORT, DEFAULT_STATE_DIR};
+
+/// Where `twinbeat` looks when no file is named.
+pub const DEFAULT_PATH: &str = "/etc/twinbeat/twinbeat.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}; check the path, or name the file explicitly", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} has {} problem(s):\n{}", path.display(), count_errors(diagnostics), join_lines(diagnostics))]
+    Invalid {
+        path: PathBuf,
+        /// Errors and warnings, in file order.
+        diagnostics: Vec<Diagnostic>,
+    },
+    #[error(
+        "cannot tell which node this is: {source}; pass the node name explicitly (--node NAME)"
+    )]
+    Hostname { source: std::io::Error },
+    #[error("this host is `{name}`, but {} defines only nodes `{}` and `{}`; make `[[node]] name` match `uname -n`, or pass --node NAME", path.display(), nodes[0], nodes[1])]
+    UnknownThisNode {
+        name: String,
+        nodes: [String; 2],
+        path: PathBuf,
+    },
+}
+
+impl ConfigError {
+    /// The file problems, if this error is about the file's contents.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Invalid { diagnostics, .. } => diagnostics,
+            _ => &[],
+        }
+    }
+}
+
+fn count_errors(d: &[Diagnostic]) -> usize {
+    d.iter().filter(|d| d.is_error()).count()
+}
+
+fn join_lines(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads, validates and types the file at `path`, as seen from node `this_node`
+    /// (`None`: the node whose name is this host's name, as `uname -n` prints it).
+    pub fn load(path: &Path, this_node: Option<&str>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_source(&text, path, this_node)
+    }
+
+    /// Like `load`, for text already in memory; `path` is used in messages and relative to
+    /// nothing (paths in the file must be absolute anyway). The key file is still read.
+    pub fn from_source(
+        text: &str,
+        path: &Path,
+        this_node: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = check_source(text, path)?;
+        let name = match this_node {
+            Some(n) => n.to_string(),
+            None => hostname().map_err(|source| ConfigError::Hostname { source })?,
+        };
+        config.this_node = config
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| ConfigError::UnknownThisNode {
+                name,
+                nodes: config.nodes.clone().map(|n| n.name),
+                path: path.to_path_buf(),
+            })?;
+        Ok(config)
+    }
+}
+
+/// Validates without choosing this node (`this_node` is left at 0). Warnings are in
+/// `Config::warnings`; errors (with the warnings) in `ConfigError::Invalid`.
+pub fn check_source(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut diags = diag::Diags::new(path, text);
+    let parsed = parse::parse(text, &mut diags);
+    let config = parsed.raw.as_ref().and_then(|raw| {
+        let mut v = validate::Validator {
+            d: &mut diags,
+            removed: &parsed.removed,
+        };
+        validate::validate(raw, &parsed.tree, &mut v)
+    });
+    let failed = diags.has_errors();
+    let diagnostics = diags.into_sorted();
+    match config {
+        Some(mut config) if !failed => {
+            config.source = path.to_path_buf();
+            config.warnings = diagnostics;
+            Ok(config)
+        }
+        _ => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            diagnostics,
+        }),
+    }
+}
+
+/// This host's name as `uname -n` prints it (the kernel's UTS nodename).
+pub fn hostname() -> Result<String, std::io::Error> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    Ok(name.trim().to_string())
+}

@@ -1,0 +1,179 @@
+//! The config library as the daemon uses it: `Config::load`/`from_source`, `core_params`,
+//! and robustness against garbage.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use twinbeat::config::{check_source, Config, ConfigError, ResourceKind};
+
+fn temp_key(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("twinbeat-api-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("authkey");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn example(name: &str) -> String {
+    let key = temp_key(name, "1 0123456789abcdef0123\n2 fedcba9876543210fedc\n");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/twinbeat.toml")).unwrap();
+    text.replace("/etc/twinbeat/authkey", key.to_str().unwrap())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match check_source(text, Path::new("t.toml")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .diagnostics()
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect(),
+    }
+}
+
+#[test]
+fn core_params_from_each_node() {
+    let text = example("core");
+    let a = Config::from_source(&text, Path::new("t.toml"), Some("db-a")).unwrap();
+    let b = Config::from_source(&text, Path::new("t.toml"), Some("db-b")).unwrap();
+    assert_eq!(a.for_peer(), b);
+    let p = b.core_params();
+    assert_eq!((p.node_id, p.peer_id), (2, 1));
+    assert_eq!(
+        (p.node_name.as_str(), p.peer_name.as_str()),
+        ("db-b", "db-a")
+    );
+    assert_eq!(p.links, ["hb", "lan"]);
+    assert_eq!(
+        (p.keepalive_ms, p.warntime_ms, p.deadtime_ms, p.initdead_ms),
+        (200, 500, 1000, 10000)
+    );
+    let steps: Vec<(&str, &str, bool)> = p
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.kind.as_str(), s.monitored))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("r0", "drbd", false),
+            ("data", "filesystem", false),
+            ("mysql", "mysql", true),
+            ("vip", "vip", true)
+        ]
+    );
+    assert_eq!(p.steps[2].acquire_timeout_ms, 300_000);
+    assert!(p.disk_gate && p.tiebreaker && !p.auto_failback);
+    assert!(p.fencing.as_ref().unwrap().required);
+    assert!(!p.preferred && a.core_params().preferred);
+    assert_eq!(
+        (p.restart_limit, p.restart_window_ms, p.handoff_timeout_ms),
+        (3, 300_000, 120_000)
+    );
+    match &b.resources[3].kind {
+        ResourceKind::Vip {
+            address, prefix, ..
+        } => {
+            assert_eq!(
+                (address.to_string().as_str(), *prefix),
+                ("203.0.113.10", 24)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.links[1].endpoint(0).to_string(), "198.51.100.11:694");
+    // The secret never shows up in debug output.
+    assert!(!format!("{b:?}").contains("0123456789abcdef0123"));
+}
+
+#[test]
+fn key_rotation_accepts_listed_ids_and_signs_with_send_key() {
+    let text = example("rotate")
+        .replace("keys = [1]", "keys = [1, 2]")
+        .replace("send-key = 1", "send-key = 2");
+    let c = Config::from_source(&text, Path::new("t.toml"), Some("db-a")).unwrap();
+    assert_eq!(
+        c.auth.accept.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(c.auth.send().secret, b"fedcba9876543210fedc");
+    let text = example("rotate3").replace("keys = [1]", "keys = [1, 3]");
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|e| e.contains("key id 3 is not in")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn timing_rules() {
+    let text = example("timing");
+    let errs = errors(&text.replace("deadtime-ms = 1000", "deadtime-ms = 400"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("not more than 2 x keepalive")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("warntime 500 ms is not less than deadtime 400 ms")),
+        "{errs:?}"
+    );
+    let errs = errors(&text.replace("initdead-ms = 10000", "initdead-ms = 900"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("initdead 900 ms is less than deadtime 1000 ms")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn more_than_32_resources_is_an_error() {
+    let mut text = example("many");
+    for i in 0..29 {
+        text += &format!(
+            "\n[[resource]]\nname = \"x{i}\"\nkind = \"systemd\"\nunit = \"x{i}.service\"\n"
+        );
+    }
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("resource[32]: 33 resources; at most 32")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn this_node_must_be_one_of_the_nodes() {
+    let text = example("thisnode");
+    let err = Config::from_source(&text, Path::new("t.toml"), Some("nope")).unwrap_err();
+    assert!(matches!(err, ConfigError::UnknownThisNode { .. }));
+}
+
+#[test]
+fn garbage_never_panics_and_always_reports() {
+    let inputs = [
+        "",
+        "=",
+        "[[[",
+        "\u{0}\u{feff}",
+        "cluster = 5\nnode = \"x\"\nlink = []\nresource = [1, 2]\n",
+        "[cluster]\nid = -1\nname = 7\n[timing]\nkeepalive-ms = 0\ndeadtime-ms = 18446744073709551615\n",
+        "[[node]]\n[[node]]\n[[node]]\n[[link]]\naddress = { a = \"x\" }\n",
+        "[[resource]]\nkind = \"vip\"\naddress = \"1.2.3.4/99\"\nlabel = \"x\"\n[[resource]]\nkind = 3\n",
+        "[auth]\nkeys = [0, 0, 300]\nsend-key = 9\nkey-file = \"\"\n",
+        "[tiebreaker]\nping = [\"x\"]\nwitness = \"1.2.3.4\"\n[fencing]\ncommand = [\"\"]\n",
+        "[failover]\nauto-failback = true\n[daemon]\nstate-dir = \"rel\"\n",
+        "a.b.c.d.e = 1\n[cluster.x.y]\nz = [[1], {a = 2}]\n",
+    ];
+    for input in inputs {
+        let errs = errors(input);
+        assert!(!errs.is_empty(), "no error for {input:?}");
+        for e in &errs {
+            assert!(e.starts_with("t.toml:"), "{e}");
+        }
+    }
+}
