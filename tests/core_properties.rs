@@ -156,7 +156,7 @@ proptest! {
         let states: Vec<_> = (0..2).map(|n| sim.state(n)).collect();
         let active = states.iter().filter(|s| **s == Some(NodeState::Active)).count();
         prop_assert!(active <= 1, "two active nodes after healing: {:?}", states);
-        let failed = states.iter().any(|s| *s == Some(NodeState::Failed));
+        let failed = states.contains(&Some(NodeState::Failed));
         if !failed {
             prop_assert_eq!(active, 1, "no active node after healing: {:?}", states);
             let holders = (0..2).filter(|&n| sim.nodes[n].world != 0).count();
