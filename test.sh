@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every twinbeat test: formatting, lints, unit/property/simulation tests, config checks.
+# Usage: sudo ./test.sh          (root: later test tiers create network namespaces)
+# Installs what the tests need from Debian's packages when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_rust="1.85"
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found; install Rust >= $need_rust with rustup (https://rustup.rs)," >&2
+    echo "         Debian's own cargo package is too old for this project." >&2
+    exit 1
+fi
+have=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$need_rust" "$have" | sort -V | head -n1)" != "$need_rust" ]; then
+    echo "test.sh: rustc $have is older than $need_rust; run 'rustup update'" >&2
+    exit 1
+fi
+
+# Debian packages the tests use. Installed only when missing, so a prepared machine needs
+# no network. (The namespace and MariaDB tiers add to this list as they arrive.)
+packages=()
+[ ${#packages[@]} -eq 0 ] || {
+    missing=()
+    for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "$(id -u)" -eq 0 ] || { echo "test.sh: need root to install: ${missing[*]}" >&2; exit 1; }
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --all-targets
+
+step "twinbeat check on the reference config (with a throwaway 0600 key file)"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | sed 's/^/1 /' > "$tmp/authkey"
+echo >> "$tmp/authkey"
+chmod 600 "$tmp/authkey"
+sed "s|^key-file = .*|key-file = \"$tmp/authkey\"|" etc/twinbeat.toml > "$tmp/twinbeat.toml"
+cargo run --quiet -- check "$tmp/twinbeat.toml" --node db-a
+
+echo
+echo "test.sh: all tests passed"
