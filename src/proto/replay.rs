@@ -113,11 +113,10 @@ impl Window {
         if was_delivered && new_on_link {
             Ok(Verdict::LinkDuplicate)
         } else {
-            // Report the bar the seq had to clear on this link, which is what a reader of the
-            // log can compare against.
+            // `highest` is always >= seq here, so the message is true for every stale cause.
             Err(Reject::Stale {
                 seq,
-                highest: link_highest.map_or(self.highest, |h| h.max(seq)),
+                highest: self.highest,
             })
         }
     }
