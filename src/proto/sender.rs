@@ -1,0 +1,67 @@
+//! The sending side: numbers and signs heartbeats.
+//!
+//! Owns: this node's (generation, next seq) and the key id it signs with. Must not touch:
+//! sockets (the shell sends the returned bytes on every link), persistence of the generation
+//! (the shell reads, increments and writes it before building a `Sender`).
+
+use super::auth::Keyring;
+use super::wire::{encode, EncodeError, Header};
+use crate::core::types::Beat;
+
+#[derive(Debug, Clone)]
+pub struct Sender {
+    keyring: Keyring,
+    header: Header,
+}
+
+impl Sender {
+    /// A sender for this boot. `generation` must be larger than every generation this node used
+    /// before (persisted, +1 per start), or the peer rejects the beats as replays. Seqs start at 0.
+    pub fn new(
+        keyring: Keyring,
+        key_id: u8,
+        cluster_id: u32,
+        node_id: u16,
+        generation: u64,
+    ) -> Result<Sender, EncodeError> {
+        if !keyring.contains(key_id) {
+            return Err(EncodeError::UnknownKeyId { key_id });
+        }
+        Ok(Sender {
+            keyring,
+            header: Header {
+                cluster_id,
+                key_id,
+                node_id,
+                generation,
+                seq: 0,
+            },
+        })
+    }
+
+    /// Encodes the next heartbeat. Send the SAME bytes on every link: the receiver recognises the
+    /// copies as one heartbeat and uses them only as proof that each link is alive.
+    pub fn next(&mut self, beat: &Beat) -> Vec<u8> {
+        // The key id was checked in `new`/`set_key_id`, so encoding cannot fail; an empty
+        // datagram would be rejected by the peer as too short rather than crash this node.
+        let bytes = encode(&self.header, beat, &self.keyring).unwrap_or_default();
+        // Saturating: at one beat per millisecond u64 lasts 584 million years; should it ever
+        // saturate, the peer sees stale beats instead of this node panicking.
+        self.header.seq = self.header.seq.saturating_add(1);
+        bytes
+    }
+
+    /// Switches the signing key (rotation step two: every receiver already accepts the new id).
+    pub fn set_key_id(&mut self, key_id: u8) -> Result<(), EncodeError> {
+        if !self.keyring.contains(key_id) {
+            return Err(EncodeError::UnknownKeyId { key_id });
+        }
+        self.header.key_id = key_id;
+        Ok(())
+    }
+
+    /// The header the next call to [`Sender::next`] will use.
+    pub fn next_header(&self) -> Header {
+        self.header
+    }
+}

@@ -1,0 +1,468 @@
+//! Wire format properties: round trip, tamper detection, garbage, keys, clusters, node ids.
+
+use hmac::{Hmac, KeyInit, Mac};
+use proptest::prelude::*;
+use sha2::Sha256;
+use twinbeat::core::types::{
+    Beat, DiskState, HandoffKind, HandoffMsg, NodeState, OutdateKind, OutdateMsg, RefuseReason,
+};
+use twinbeat::proto::wire::{open, HEADER_LEN, SIGNED_LEN};
+use twinbeat::proto::{
+    datagram_len, decode, encode, Algorithm, EncodeError, Header, Keyring, Receiver, Reject,
+    Sender, MAX_DATAGRAM,
+};
+
+const KEY_A: &[u8] = b"key-a-0123456789abcdef";
+const KEY_B: &[u8] = b"key-b-fedcba9876543210";
+const CLUSTER: u32 = 0x0c1a_5732;
+const ME: u16 = 1;
+const PEER: u16 = 2;
+const ALGS: [Algorithm; 2] = [Algorithm::HmacSha256, Algorithm::HmacSha1];
+
+fn ring(alg: Algorithm, ids: &[(u8, &[u8])]) -> Keyring {
+    Keyring::new(alg, ids.iter().copied()).unwrap()
+}
+
+fn header(key_id: u8, node_id: u16, generation: u64, seq: u64) -> Header {
+    Header {
+        cluster_id: CLUSTER,
+        key_id,
+        node_id,
+        generation,
+        seq,
+    }
+}
+
+fn plain_beat() -> Beat {
+    Beat {
+        state: NodeState::Active,
+        term: 7,
+        held: 0b1011,
+        disk: DiskState::UpToDate,
+        handoff: None,
+        outdate: None,
+    }
+}
+
+fn full_beat() -> Beat {
+    Beat {
+        state: NodeState::Releasing,
+        term: u64::MAX - 3,
+        held: u32::MAX,
+        disk: DiskState::Outdated,
+        handoff: Some(HandoffMsg {
+            id: 0xdead_beef,
+            kind: HandoffKind::Refuse {
+                reason: RefuseReason::HandoffInProgress,
+            },
+        }),
+        outdate: Some(OutdateMsg {
+            id: 42,
+            kind: OutdateKind::Failed,
+        }),
+    }
+}
+
+fn receiver(keyring: Keyring) -> Receiver {
+    Receiver::new(keyring, CLUSTER, ME, PEER, 2)
+}
+
+/// Rewrites the tag after a test patched signed bytes, as a peer with the right key would.
+fn resign_sha256(bytes: &mut [u8], key: &[u8]) {
+    let (signed, tag) = bytes.split_at_mut(bytes.len() - 32);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(signed);
+    tag.copy_from_slice(&mac.finalize().into_bytes());
+}
+
+fn arb_handoff_kind() -> impl Strategy<Value = HandoffKind> {
+    prop_oneof![
+        Just(HandoffKind::Request),
+        Just(HandoffKind::Offer),
+        Just(HandoffKind::Accept),
+        prop::sample::select(RefuseReason::ALL.to_vec())
+            .prop_map(|reason| HandoffKind::Refuse { reason }),
+        Just(HandoffKind::Released),
+    ]
+}
+
+fn arb_outdate_kind() -> impl Strategy<Value = OutdateKind> {
+    prop::sample::select(vec![
+        OutdateKind::Request,
+        OutdateKind::Done,
+        OutdateKind::Failed,
+    ])
+}
+
+fn arb_beat() -> impl Strategy<Value = Beat> {
+    (
+        prop::sample::select(NodeState::ALL.to_vec()),
+        any::<u64>(),
+        any::<u32>(),
+        prop::sample::select(DiskState::ALL.to_vec()),
+        prop::option::of((any::<u32>(), arb_handoff_kind())),
+        prop::option::of((any::<u32>(), arb_outdate_kind())),
+    )
+        .prop_map(|(state, term, held, disk, handoff, outdate)| Beat {
+            state,
+            term,
+            held,
+            disk,
+            handoff: handoff.map(|(id, kind)| HandoffMsg { id, kind }),
+            outdate: outdate.map(|(id, kind)| OutdateMsg { id, kind }),
+        })
+}
+
+fn arb_header() -> impl Strategy<Value = Header> {
+    (
+        any::<u32>(),
+        any::<u8>(),
+        any::<u16>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(cluster_id, key_id, node_id, generation, seq)| Header {
+            cluster_id,
+            key_id,
+            node_id,
+            generation,
+            seq,
+        })
+}
+
+proptest! {
+    #[test]
+    fn round_trip(h in arb_header(), beat in arb_beat(), sha1 in any::<bool>()) {
+        let alg = if sha1 { Algorithm::HmacSha1 } else { Algorithm::HmacSha256 };
+        let keyring = ring(alg, &[(h.key_id, KEY_A)]);
+        let bytes = encode(&h, &beat, &keyring).unwrap();
+        prop_assert_eq!(bytes.len(), datagram_len(alg));
+        let (h2, beat2) = decode(&bytes, &keyring, h.cluster_id).unwrap();
+        prop_assert_eq!(h2, h);
+        prop_assert_eq!(beat2, beat);
+        // Canonical: re-encoding the decoded values gives the same bytes.
+        prop_assert_eq!(encode(&h2, &beat2, &keyring).unwrap(), bytes);
+    }
+
+    #[test]
+    fn receiver_delivers_what_was_encoded(beat in arb_beat(), generation in any::<u64>(), seq in any::<u64>(), sha1 in any::<bool>()) {
+        let alg = if sha1 { Algorithm::HmacSha1 } else { Algorithm::HmacSha256 };
+        let keyring = ring(alg, &[(1, KEY_A)]);
+        let h = header(1, PEER, generation, seq);
+        let bytes = encode(&h, &beat, &keyring).unwrap();
+        let got = receiver(keyring).accept(1, &bytes).unwrap();
+        prop_assert!(got.fresh);
+        prop_assert_eq!(got.header, h);
+        prop_assert_eq!(got.beat, beat);
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_rejected(bytes in prop::collection::vec(any::<u8>(), 0..2048), link in 0usize..3) {
+        for alg in ALGS {
+            // Configure the key id the garbage names (when it has one), so the MAC check runs.
+            let other = bytes.get(5).copied().filter(|&id| id != 1).unwrap_or(0);
+            let keyring = ring(alg, &[(1, KEY_A), (other, KEY_B)]);
+            prop_assert!(decode(&bytes, &keyring, CLUSTER).is_err());
+            prop_assert!(receiver(keyring).accept(link, &bytes).is_err());
+        }
+    }
+
+    /// Authentic datagrams with an arbitrary body (as a buggy or newer peer could send) never
+    /// panic the parser: they decode to a beat or are rejected as a bad body, nothing else.
+    #[test]
+    fn authentic_garbage_body_is_parsed_or_rejected(body in prop::collection::vec(any::<u8>(), SIGNED_LEN - HEADER_LEN)) {
+        let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+        let mut bytes = encode(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
+        bytes[HEADER_LEN..SIGNED_LEN].copy_from_slice(&body);
+        resign_sha256(&mut bytes, KEY_A);
+        match decode(&bytes, &keyring, CLUSTER) {
+            Ok(_) | Err(Reject::BadBody { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected rejection {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    for alg in ALGS {
+        let keyring = ring(alg, &[(1, KEY_A), (3, KEY_B)]);
+        for (key_id, beat) in [(1, plain_beat()), (3, full_beat())] {
+            let bytes = encode(&header(key_id, PEER, 5, 9), &beat, &keyring).unwrap();
+            // The untouched datagram is accepted, so a rejection below is the flip's doing.
+            assert!(decode(&bytes, &keyring, CLUSTER).is_ok());
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                let err = decode(&flipped, &keyring, CLUSTER).unwrap_err();
+                // Only the key id byte can fail before the MAC.
+                assert!(
+                    matches!(err, Reject::BadMac { .. } | Reject::UnknownKeyId { .. }),
+                    "{alg} bit {bit}: {err:?}"
+                );
+                let mut rx = receiver(keyring.clone());
+                assert!(rx.accept(0, &flipped).is_err(), "{alg} bit {bit}");
+                assert_eq!(rx.counters().rejected(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_rejected_and_so_is_an_extra_byte() {
+    for alg in ALGS {
+        let keyring = ring(alg, &[(1, KEY_A)]);
+        let bytes = encode(&header(1, PEER, 1, 1), &full_beat(), &keyring).unwrap();
+        for len in 0..bytes.len() {
+            assert_eq!(
+                decode(&bytes[..len], &keyring, CLUSTER),
+                Err(Reject::TooShort {
+                    len,
+                    expected: bytes.len()
+                })
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode(&longer, &keyring, CLUSTER),
+            Err(Reject::BadMac { .. })
+        ));
+        let huge = vec![0u8; MAX_DATAGRAM + 1];
+        assert!(matches!(
+            decode(&huge, &keyring, CLUSTER),
+            Err(Reject::TooLong { .. })
+        ));
+    }
+}
+
+#[test]
+fn datagram_sizes() {
+    // 55 signed bytes plus the full tag.
+    assert_eq!(datagram_len(Algorithm::HmacSha256), 87);
+    assert_eq!(datagram_len(Algorithm::HmacSha1), 75);
+    for alg in ALGS {
+        let keyring = ring(alg, &[(1, KEY_A)]);
+        for beat in [plain_beat(), full_beat()] {
+            let bytes = encode(&header(1, PEER, 1, 1), &beat, &keyring).unwrap();
+            assert_eq!(bytes.len(), datagram_len(alg));
+        }
+    }
+}
+
+#[test]
+fn wrong_key_unknown_key_other_cluster_own_id_and_stranger_are_rejected() {
+    let tx_ring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let beat = plain_beat();
+
+    let bytes = encode(&header(1, PEER, 1, 1), &beat, &tx_ring).unwrap();
+    let mut rx = receiver(ring(Algorithm::HmacSha256, &[(1, KEY_B)]));
+    assert_eq!(rx.accept(0, &bytes), Err(Reject::BadMac { key_id: 1 }));
+    let mut rx = receiver(ring(Algorithm::HmacSha256, &[(2, KEY_A)]));
+    assert_eq!(
+        rx.accept(0, &bytes),
+        Err(Reject::UnknownKeyId { key_id: 1 })
+    );
+
+    let mut foreign = header(1, PEER, 1, 1);
+    foreign.cluster_id = CLUSTER + 1;
+    let bytes = encode(&foreign, &beat, &tx_ring).unwrap();
+    let mut rx = receiver(tx_ring.clone());
+    assert_eq!(
+        rx.accept(0, &bytes),
+        Err(Reject::WrongCluster {
+            cluster_id: CLUSTER + 1,
+            expected: CLUSTER
+        })
+    );
+
+    let bytes = encode(&header(1, ME, 1, 1), &beat, &tx_ring).unwrap();
+    assert_eq!(rx.accept(0, &bytes), Err(Reject::FromSelf { node_id: ME }));
+    let bytes = encode(&header(1, 9, 1, 1), &beat, &tx_ring).unwrap();
+    assert_eq!(
+        rx.accept(0, &bytes),
+        Err(Reject::UnknownSender {
+            node_id: 9,
+            expected: PEER
+        })
+    );
+
+    let c = rx.counters();
+    assert_eq!(
+        (c.wrong_cluster, c.from_self, c.unknown_sender, c.fresh),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(c.rejected(), 3);
+}
+
+#[test]
+fn algorithm_mismatch_is_rejected() {
+    let sha1 = ring(Algorithm::HmacSha1, &[(1, KEY_A)]);
+    let sha256 = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let short = encode(&header(1, PEER, 1, 1), &plain_beat(), &sha1).unwrap();
+    assert!(matches!(
+        decode(&short, &sha256, CLUSTER),
+        Err(Reject::TooShort { .. })
+    ));
+    let long = encode(&header(1, PEER, 1, 1), &plain_beat(), &sha256).unwrap();
+    assert!(matches!(
+        decode(&long, &sha1, CLUSTER),
+        Err(Reject::BadMac { .. })
+    ));
+}
+
+#[test]
+fn key_rotation_accepts_either_configured_key() {
+    let mut rx = receiver(ring(Algorithm::HmacSha256, &[(1, KEY_A), (2, KEY_B)]));
+    let mut old = Sender::new(
+        ring(Algorithm::HmacSha256, &[(1, KEY_A)]),
+        1,
+        CLUSTER,
+        PEER,
+        1,
+    )
+    .unwrap();
+    let mut new = Sender::new(
+        ring(Algorithm::HmacSha256, &[(1, KEY_A), (2, KEY_B)]),
+        1,
+        CLUSTER,
+        PEER,
+        2,
+    )
+    .unwrap();
+    assert!(rx.accept(0, &old.next(&plain_beat())).unwrap().fresh);
+    // The peer restarted with both keys and switched to the new id.
+    new.set_key_id(2).unwrap();
+    let got = rx.accept(0, &new.next(&plain_beat())).unwrap();
+    assert!(got.fresh);
+    assert_eq!(got.header.key_id, 2);
+    assert_eq!(
+        new.set_key_id(3),
+        Err(EncodeError::UnknownKeyId { key_id: 3 })
+    );
+}
+
+#[test]
+fn encoding_with_an_unconfigured_key_id_fails() {
+    let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    assert_eq!(
+        encode(&header(2, PEER, 1, 1), &plain_beat(), &keyring),
+        Err(EncodeError::UnknownKeyId { key_id: 2 })
+    );
+    assert!(Sender::new(keyring, 2, CLUSTER, PEER, 1).is_err());
+}
+
+/// Authenticated header fields that are wrong: the peer has the key, so only the header check
+/// stands between us and misreading it.
+#[test]
+fn authentic_but_unsupported_headers_are_rejected() {
+    let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let good = encode(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
+    let patched = |at: usize, value: u8| {
+        let mut b = good.clone();
+        b[at] = value;
+        resign_sha256(&mut b, KEY_A);
+        decode(&b, &keyring, CLUSTER)
+    };
+    assert_eq!(patched(0, b'X'), Err(Reject::BadMagic));
+    assert_eq!(
+        patched(4, 2),
+        Err(Reject::UnsupportedVersion {
+            version: 2,
+            supported: 1
+        })
+    );
+    // Flags: byte 7 is the low (critical) byte, byte 6 the high (advisory) byte.
+    assert_eq!(
+        patched(7, 0x01),
+        Err(Reject::UnknownFlags { flags: 0x0001 })
+    );
+    assert_eq!(patched(6, 0x80).unwrap().1, plain_beat());
+
+    // A version-1 datagram with an extra authenticated byte is not a heartbeat.
+    let mut longer = good[..SIGNED_LEN].to_vec();
+    longer.push(0);
+    longer.extend_from_slice(&[0u8; 32]);
+    resign_sha256(&mut longer, KEY_A);
+    assert!(matches!(
+        decode(&longer, &keyring, CLUSTER),
+        Err(Reject::TooLong { .. })
+    ));
+
+    // A newer version may be longer; it is still reported as a version problem.
+    let mut v2 = longer.clone();
+    v2[4] = 2;
+    resign_sha256(&mut v2, KEY_A);
+    assert!(matches!(
+        decode(&v2, &keyring, CLUSTER),
+        Err(Reject::UnsupportedVersion { version: 2, .. })
+    ));
+}
+
+#[test]
+fn bad_body_fields_are_named() {
+    let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let good = encode(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
+    let cases: [(usize, u8, &str); 7] = [
+        (42, 7, "node state"),
+        (43, 10, "disk state"),
+        (44, 6, "handoff kind"),
+        (45, 1, "refuse reason"),
+        (49, 1, "handoff id"),
+        (50, 4, "outdate kind"),
+        (54, 1, "outdate id"),
+    ];
+    for (at, value, field) in cases {
+        let mut b = good.clone();
+        b[at] = value;
+        resign_sha256(&mut b, KEY_A);
+        match decode(&b, &keyring, CLUSTER) {
+            Err(Reject::BadBody { field: f, .. }) => assert_eq!(f, field, "byte {at}"),
+            other => panic!("byte {at}: {other:?}"),
+        }
+        // Through the receiver, counted as bad body, and the window is not moved.
+        let mut rx = receiver(keyring.clone());
+        assert!(rx.accept(0, &b).is_err());
+        assert_eq!(rx.counters().bad_body, 1);
+        assert_eq!(rx.peer_generation(), None);
+    }
+    // A refuse with an unknown reason.
+    let mut b = good.clone();
+    b[44] = 4;
+    b[45] = 5;
+    resign_sha256(&mut b, KEY_A);
+    assert_eq!(
+        decode(&b, &keyring, CLUSTER),
+        Err(Reject::BadBody {
+            field: "refuse reason",
+            value: 5
+        })
+    );
+}
+
+#[test]
+fn open_leaves_the_body_unparsed() {
+    let keyring = ring(Algorithm::HmacSha1, &[(1, KEY_A)]);
+    let bytes = encode(&header(1, PEER, 3, 4), &full_beat(), &keyring).unwrap();
+    let opened = open(&bytes, &keyring, CLUSTER).unwrap();
+    assert_eq!(opened.header, header(1, PEER, 3, 4));
+    assert_eq!(&opened.body[..], &bytes[HEADER_LEN..SIGNED_LEN]);
+}
+
+#[test]
+fn rejections_read_as_lowercase_causes_and_counters_serialize() {
+    let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let mut rx = receiver(keyring);
+    let err = rx.accept(0, b"hello").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "datagram too short: 5 bytes, a heartbeat is 87 bytes"
+    );
+    assert_eq!(
+        rx.accept(7, b"x").unwrap_err(),
+        Reject::UnknownLink { link: 7, links: 2 }
+    );
+    let json = serde_json::to_value(rx.counters()).unwrap();
+    assert_eq!(json["too-short"], 1);
+    assert_eq!(json["unknown-link"], 1);
+    assert_eq!(json["link-duplicate"], 0);
+}
