@@ -836,3 +836,27 @@ fn status_tells_the_truth_about_peer_links_and_resources() {
     assert_eq!(sim.node(A).status(sim.now).peer.view, PeerView::Dead);
     no_violations(&sim);
 }
+
+#[test]
+fn a_node_frozen_during_a_step_does_not_blame_the_step() {
+    let mut p = CoreParams::example(1);
+    p.steps[0].release_timeout_ms = 3_000;
+    let mut sim = Sim::with_params(32, p, CoreParams::example(2));
+    sim.resume_inbox_first = false;
+    sim.start_both();
+    sim.run_until(12_000);
+    let id = sim.command(A, Command::Shutdown);
+    // A freezes while its last release (step 0) runs, for longer than that step's timeout.
+    sim.run_until(12_160);
+    sim.at(12_160, Event::Pause(A));
+    sim.at(17_000, Event::Resume(A));
+    sim.run_until(20_000);
+    assert_eq!(sim.count(A, |a| matches!(a, Action::Cancel { .. })), 0);
+    assert!(
+        matches!(sim.outcome(A, id), Some(CommandOutcome::Done { .. })),
+        "{:?}",
+        sim.outcome(A, id)
+    );
+    assert_eq!(sim.nodes[A].world, 0);
+    no_violations(&sim);
+}

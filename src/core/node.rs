@@ -392,6 +392,17 @@ impl Node {
             let gap = now.saturating_sub(last);
             if gap > self.p.keepalive_ms + self.p.deadtime_ms / 2 {
                 self.stall_grace_until = now + self.p.deadtime_ms;
+                // A step or fence timeout measures the external command, not our freeze: its
+                // result is probably waiting unread, so the frozen time is not held against it.
+                let frozen = gap - self.p.keepalive_ms;
+                if let Phase::Running { plan, .. } = &mut self.phase {
+                    if let Some(r) = plan.running.as_mut() {
+                        r.deadline += frozen;
+                    }
+                }
+                if let Fence::Running { deadline, .. } = &mut self.fence {
+                    *deadline += frozen;
+                }
                 self.alert(
                     Severity::Warn,
                     format!(
