@@ -833,11 +833,15 @@ impl Sim {
             Action::PersistTerm(_) => {
                 // Rule 4: a takeover starts only after deadtime of silence on every link and
                 // after initdead, unless the peer itself said it holds nothing.
-                let cooperative = self.nodes[n].last_beat.is_some_and(|(t, b)| {
-                    now.saturating_sub(t) < p.deadtime_ms
-                        && b.held == 0
-                        && !b.state.may_hold_service()
-                });
+                // A copy of the last beat on another link carries the same words, so the peer
+                // is alive and said it holds nothing as long as any copy arrived within deadtime.
+                let heard_recently = self.nodes[n]
+                    .last_rx
+                    .is_some_and(|t| now.saturating_sub(t) < p.deadtime_ms);
+                let cooperative = heard_recently
+                    && self.nodes[n]
+                        .last_beat
+                        .is_some_and(|(_, b)| b.held == 0 && !b.state.may_hold_service());
                 let silent = self.nodes[n]
                     .last_rx
                     .is_none_or(|t| now.saturating_sub(t) >= p.deadtime_ms);

@@ -1,0 +1,350 @@
+//! Decisions, re-evaluated after every call: when to start, keep, hand over or give up the service.
+
+use super::*;
+
+impl Node {
+    // ---- decisions ----
+
+    pub(super) fn decide(&mut self, now: Millis) {
+        self.pump(now);
+        if self.peer_view(now) == PeerView::Dead && self.handoff.is_some() {
+            let peer = self.p.peer_name.clone();
+            let running = matches!(self.phase, Phase::Running { .. });
+            let asked = self
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.stage == Stage::Asked);
+            if asked {
+                self.end_handoff_refused(format!(
+                    "peer {peer} went silent before answering; nothing changed"
+                ));
+            } else if !running {
+                self.end_handoff(
+                    now,
+                    Err(format!("peer {peer} went silent during the handoff")),
+                );
+            }
+        }
+        match &self.phase {
+            Phase::Init => {
+                let heard = self.peer.beat.is_some();
+                let initdead_over = now >= self.boot_at + self.p.initdead_ms;
+                if heard || initdead_over {
+                    let cause = if heard {
+                        format!("heard peer {}", self.p.peer_name)
+                    } else {
+                        format!(
+                            "peer {} not heard within initdead ({} ms)",
+                            self.p.peer_name, self.p.initdead_ms
+                        )
+                    };
+                    self.enter(now, Phase::Standby, &cause);
+                    self.decide_standby(now);
+                }
+            }
+            Phase::Standby => self.decide_standby(now),
+            Phase::Active => self.decide_active(now),
+            Phase::Failed(_) => {
+                if self.held == 0
+                    && self
+                        .live_beat(now)
+                        .is_some_and(|b| b.state == NodeState::Active)
+                {
+                    let cause = format!("peer {} holds the service", self.p.peer_name);
+                    self.enter(now, Phase::Standby, &cause);
+                }
+            }
+            Phase::Maintenance | Phase::Stopped | Phase::Running { .. } => {}
+        }
+    }
+
+    pub(super) fn decide_active(&mut self, now: Millis) {
+        let peer = self.live_beat(now);
+        if let Some(b) = peer.filter(|b| b.state == NodeState::Active) {
+            let peer_wins = b.term > self.term || (b.term == self.term && !self.p.preferred);
+            if peer_wins {
+                self.split_brains += 1;
+                let cause = format!(
+                    "split brain: peer {} is active with term {} (ours {}); releasing",
+                    self.p.peer_name, b.term, self.term
+                );
+                self.alert(Severity::Error, cause.clone());
+                self.end_handoff(now, Err(cause.clone()));
+                self.start_plan(
+                    now,
+                    Plan::release(self.held, 0, now),
+                    Goal::Standby {
+                        cause: "released after split brain".into(),
+                    },
+                    &cause,
+                );
+                return;
+            }
+            if !self.split_announced {
+                self.split_announced = true;
+                self.split_brains += 1;
+                self.alert(
+                    Severity::Error,
+                    format!(
+                        "split brain: peer {} is also active (term {}, ours {}); keeping the service and re-announcing it",
+                        self.p.peer_name, b.term, self.term
+                    ),
+                );
+                self.queue.push_back(Action::Announce);
+            }
+            return;
+        }
+        self.split_announced = false;
+        if let Some(h) = self.handoff.clone() {
+            if h.role == Role::Receiver {
+                self.end_handoff(now, Ok("active".into()));
+            }
+        }
+        let alone = matches!(self.peer_view(now), PeerView::Dead | PeerView::Unknown);
+        if alone && self.p.tiebreaker && self.tiebreaker != Some(true) {
+            let cause = format!(
+                "lost peer {} and the tie-breaker: demoting to avoid a split brain",
+                self.p.peer_name
+            );
+            self.alert(Severity::Error, cause.clone());
+            self.start_plan(
+                now,
+                Plan::release(self.held, 0, now),
+                Goal::Standby {
+                    cause: "demoted: no peer and no tie-breaker".into(),
+                },
+                &cause,
+            );
+        }
+    }
+
+    pub(super) fn decide_standby(&mut self, now: Millis) {
+        // A giver that has released waits for the receiver; it must not grab the service back.
+        if let Some(h) = self.handoff.clone() {
+            match (h.role, h.stage) {
+                (Role::Giver, Stage::Released) => {
+                    let peer = self.p.peer_name.clone();
+                    match self.live_beat(now).map(|b| b.state) {
+                        Some(NodeState::Active) => {
+                            self.end_handoff(now, Ok(format!("{peer} is active")));
+                        }
+                        Some(NodeState::Failed) => self.end_handoff(
+                            now,
+                            Err(format!(
+                                "{peer} failed to take over; the service returns to this node"
+                            )),
+                        ),
+                        _ => return,
+                    }
+                }
+                (Role::Receiver, Stage::Agreed) | (Role::Receiver, Stage::Asked) => {
+                    let released = self.live_beat(now).is_some_and(|b| {
+                        b.handoff
+                            == Some(HandoffMsg {
+                                id: h.id,
+                                kind: HandoffKind::Released,
+                            })
+                            && b.held == 0
+                            && !b.state.may_hold_service()
+                    });
+                    if released && self.fit_to_acquire() {
+                        if let Some(hh) = &mut self.handoff {
+                            hh.stage = Stage::Acquiring;
+                        }
+                        let cause = format!("handoff from {}", self.p.peer_name);
+                        self.begin_acquire(now, cause, None);
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+        match self.verdict(now) {
+            Verdict::Stay | Verdict::Blocked(_) => self.maybe_failback(now),
+            Verdict::Go { cause, fence } => {
+                if fence {
+                    match self.fence {
+                        Fence::Cleared => {}
+                        Fence::Running { .. } | Fence::Failed { .. } => return,
+                        Fence::Idle => {
+                            let Some(f) = self.p.fencing.clone() else {
+                                return;
+                            };
+                            let op = self.next_op;
+                            self.next_op += 1;
+                            self.fence = Fence::Running {
+                                op,
+                                deadline: now + f.timeout_ms,
+                            };
+                            self.queue.push_back(Action::FencePeer {
+                                op,
+                                timeout_ms: f.timeout_ms,
+                            });
+                            return;
+                        }
+                    }
+                }
+                self.begin_acquire(now, cause, None);
+            }
+        }
+    }
+
+    pub(super) fn maybe_failback(&mut self, now: Millis) {
+        if !self.p.auto_failback
+            || !self.p.preferred
+            || self.handoff.is_some()
+            || now < self.next_failback_try
+            || now < self.boot_at + self.p.initdead_ms
+            || !matches!(self.phase, Phase::Standby)
+            || !self.fit_to_acquire()
+        {
+            return;
+        }
+        if self
+            .live_beat(now)
+            .is_some_and(|b| b.state == NodeState::Active)
+        {
+            self.next_failback_try = now + self.p.handoff_timeout_ms;
+            let hid = self.new_handoff_id();
+            self.handoff = Some(Handoff {
+                id: hid,
+                role: Role::Receiver,
+                stage: Stage::Asked,
+                deadline: now + self.answer_timeout(),
+                command: None,
+                gap_from: None,
+            });
+        }
+    }
+
+    /// Healthy enough to run the service: not failed and the disk may be promoted.
+    pub(super) fn fit_to_acquire(&self) -> bool {
+        !matches!(self.phase, Phase::Failed(_)) && (!self.p.disk_gate || self.disk.can_promote())
+    }
+
+    /// Why the peer could not take the service in a planned handoff, if it could not.
+    pub(super) fn peer_unfit_reason(&self, now: Millis) -> Option<String> {
+        let peer = &self.p.peer_name;
+        let Some(b) = self.live_beat(now) else {
+            return Some(format!(
+                "peer {peer} is not heard; it cannot take the service"
+            ));
+        };
+        if b.state != NodeState::Standby {
+            return Some(format!("peer {peer} is {}, not standby", b.state));
+        }
+        if b.held != 0 {
+            return Some(format!(
+                "peer {peer} still holds resources (mask {:#x})",
+                b.held
+            ));
+        }
+        if self.p.disk_gate && !b.disk.can_promote() {
+            return Some(format!(
+                "peer {peer}'s disk is {:?}, not UpToDate; it must not be promoted",
+                b.disk
+            ));
+        }
+        None
+    }
+
+    pub(super) fn peer_can_take_over(&self, now: Millis) -> bool {
+        self.peer_unfit_reason(now).is_none()
+    }
+
+    /// Should this standby node start the service now? Rule 4 lives here: no takeover during
+    /// initdead, and none before the peer has been silent on every link for deadtime.
+    pub(super) fn verdict(&self, now: Millis) -> Verdict {
+        let peer = &self.p.peer_name;
+        let mut blockers = Vec::new();
+        let go = match self.peer_view(now) {
+            PeerView::Alive | PeerView::Late => {
+                let Some(b) = self.peer.beat else {
+                    return Verdict::Stay;
+                };
+                match b.state {
+                    NodeState::Active
+                    | NodeState::Acquiring
+                    | NodeState::Releasing
+                    | NodeState::Init
+                    | NodeState::Maintenance => return Verdict::Stay,
+                    NodeState::Standby | NodeState::Failed | NodeState::Stopped => {}
+                }
+                if b.held != 0 {
+                    blockers.push(format!(
+                        "peer {peer} is {} but still holds resources (mask {:#x}); resolve that on the peer",
+                        b.state, b.held
+                    ));
+                    None
+                } else {
+                    let peer_fit = b.state == NodeState::Standby
+                        && (!self.p.disk_gate || b.disk.can_promote());
+                    if peer_fit && !self.p.preferred {
+                        return Verdict::Stay;
+                    }
+                    Some((
+                        if peer_fit {
+                            format!("both nodes standby; this node is preferred over {peer}")
+                        } else {
+                            format!("peer {peer} cannot run the service ({})", b.state)
+                        },
+                        false,
+                    ))
+                }
+            }
+            PeerView::Dead | PeerView::Unknown => {
+                if self
+                    .peer
+                    .beat
+                    .is_some_and(|b| b.state == NodeState::Maintenance)
+                {
+                    blockers.push(format!(
+                        "peer {peer} went silent while in maintenance mode; it may still run the service unmanaged"
+                    ));
+                }
+                if self.p.tiebreaker && self.tiebreaker != Some(true) {
+                    blockers.push(
+                        "the tie-breaker does not confirm that this node may take over".into(),
+                    );
+                }
+                let silent = match self.peer.last_rx() {
+                    Some(t) => format!("silent on every link for {} ms", now.saturating_sub(t)),
+                    None => format!(
+                        "not heard since this node started {} ms ago",
+                        now - self.boot_at
+                    ),
+                };
+                Some((format!("peer {peer} {silent}"), self.p.fencing.is_some()))
+            }
+        };
+        let initdead_end = self.boot_at + self.p.initdead_ms;
+        if now < initdead_end {
+            blockers.push(format!("initdead: {} ms left", initdead_end - now));
+        }
+        if now < self.stall_grace_until {
+            blockers.push(format!(
+                "this node stalled recently; waiting {} ms for the peer's heartbeats",
+                self.stall_grace_until - now
+            ));
+        }
+        if self.p.disk_gate && !self.disk.can_promote() {
+            blockers.push(format!(
+                "local disk is {:?}; only an UpToDate disk is ever promoted",
+                self.disk
+            ));
+        }
+        if matches!(self.phase, Phase::Failed(_)) {
+            blockers.push("this node is failed".into());
+        }
+        if let Fence::Failed { retry_at } = self.fence {
+            blockers.push(format!(
+                "fencing the peer failed; retrying in {} ms",
+                retry_at.saturating_sub(now)
+            ));
+        }
+        match go {
+            Some((cause, fence)) if blockers.is_empty() => Verdict::Go { cause, fence },
+            _ => Verdict::Blocked(blockers),
+        }
+    }
+}
