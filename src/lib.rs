@@ -7,6 +7,9 @@
 //!           poll_timeout(), poll_action(), status(). No I/O, no clock, no randomness.
 //! proto/    PURE heartbeat wire format: encode/decode, HMAC, replay window.
 //! config/   TOML config: raw serde types -> validate() (every problem, FILE:LINE:COL) -> Config.
+//! resources/ executors for the core's steps: drbd, filesystem, mysql, vip, exec, systemd.
+//! net/      heartbeat sockets (socket2), netlink (rtnetlink), announce (GARP / NA).
+//! exec.rs   run(argv, timeout): null stdin, logged argv, output tail in errors, group kill.
 //! cli/      one file per subcommand (`check`, ...).
 //! ```
 //!
@@ -23,4 +26,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod exec;
+pub mod net;
 pub mod proto;
+pub mod resources;

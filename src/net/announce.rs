@@ -1,0 +1,1 @@
+//! Gratuitous ARP / unsolicited NA senders (being written).

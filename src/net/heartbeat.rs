@@ -1,0 +1,1 @@
+//! Heartbeat sockets (being written).

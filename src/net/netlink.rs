@@ -1,0 +1,1 @@
+//! Netlink address management (being written).
