@@ -10,7 +10,8 @@
 //! resources/ executors for the core's steps: drbd, filesystem, mysql, vip, exec, systemd.
 //! net/      heartbeat sockets (socket2), netlink (rtnetlink), announce (GARP / NA).
 //! exec.rs   run(argv, timeout): null stdin, logged argv, output tail in errors, group kill.
-//! cli/      one file per subcommand (`check`, ...).
+//! shell/    the daemon: driver loop, worker thread, control socket, state dir, signals.
+//! cli/      one file per subcommand (`check`, `run`, `status`, `standby`, ...).
 //! ```
 //!
 //! Dependencies flow one way: `cli -> shell -> {core, proto, resources, net, config}`, and
@@ -30,3 +31,4 @@ pub mod exec;
 pub mod net;
 pub mod proto;
 pub mod resources;
+pub mod shell;

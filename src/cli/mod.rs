@@ -2,10 +2,14 @@
 //!
 //! Owns: argument parsing (clap), exit codes and what is printed for the operator.
 //! Must not touch: validation rules (in `config`), the daemon's logic (in `core` / `shell`).
-//! New subcommands (`run`, `status`, `standby`, `takeover`, `drill`) get a variant in `Command`
-//! and a file next to `check.rs`.
+//! Each subcommand has a variant in `Command` and a file of its own.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 refused.
 
 mod check;
+mod client;
+mod handoff;
+mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,11 +30,27 @@ pub struct Cli {
 pub enum Command {
     /// Validate a config file: print every problem with FILE:LINE:COL, cause and fix.
     Check(check::CheckArgs),
+    /// Run the daemon (normally started by systemd: twinbeat.service).
+    Run(run::RunArgs),
+    /// Show this node's view: roles, peer, links, resources, recent transitions.
+    Status(status::StatusArgs),
+    /// Hand the service to the peer and wait until it runs there (like hb_standby).
+    Standby(handoff::HandoffArgs),
+    /// Take the service from the peer, or start it here if the peer does not hold it
+    /// (like hb_takeover); also clears a local failure.
+    Takeover(handoff::HandoffArgs),
+    /// Stop acting while still observing (`on`), or probe and resume (`off`).
+    Maintenance(handoff::MaintenanceArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Standby(args) => handoff::standby(&args),
+        Command::Takeover(args) => handoff::takeover(&args),
+        Command::Maintenance(args) => handoff::maintenance(&args),
     }
 }

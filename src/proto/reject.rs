@@ -4,7 +4,7 @@
 //! (the shell logs rejections at a rate limit), the decision of what a rejection means for the
 //! peer's liveness (the core decides that).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// A received datagram that was dropped, and why. Listed in check order.
@@ -49,7 +49,7 @@ pub enum Reject {
 }
 
 /// Datagrams received, by outcome. Serialized into `twinbeat status --json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Counters {
     /// Delivered with a new body.

@@ -185,6 +185,35 @@ impl Node {
         node
     }
 
+    /// Applies parameters from a reloaded config. Who the nodes are, the links and the steps
+    /// (names, kinds, order) cannot change under a running node; timings, timeouts, limits and
+    /// gates can.
+    pub fn reconfigure(&mut self, p: CoreParams) -> Result<(), String> {
+        if (p.node_id, p.peer_id, &p.node_name, &p.peer_name)
+            != (
+                self.p.node_id,
+                self.p.peer_id,
+                &self.p.node_name,
+                &self.p.peer_name,
+            )
+        {
+            return Err("the nodes changed".into());
+        }
+        if p.links != self.p.links {
+            return Err("the heartbeat links changed".into());
+        }
+        let shape = |s: &[super::params::StepParams]| {
+            s.iter()
+                .map(|x| (x.name.clone(), x.kind.clone()))
+                .collect::<Vec<_>>()
+        };
+        if shape(&p.steps) != shape(&self.p.steps) {
+            return Err("the resources (names, kinds or order) changed".into());
+        }
+        self.p = p;
+        Ok(())
+    }
+
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.before(now);
         match input {
