@@ -18,8 +18,9 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "$have" | sort -V | head -n1)" != "$need_
 fi
 
 # Debian packages the tests use. Installed only when missing, so a prepared machine needs
-# no network. (The namespace and MariaDB tiers add to this list as they arrive.)
-packages=()
+# no network. iproute2 (ip netns), util-linux (nsenter) and ping build and probe the
+# network-namespace tests.
+packages=(iproute2 util-linux iputils-ping)
 [ ${#packages[@]} -eq 0 ] || {
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
