@@ -71,6 +71,20 @@ impl ExecError {
 
 /// Runs `argv` with a timeout; `Ok` for any exit status (callers that care use `run`).
 pub async fn output(argv: &[String], timeout: Duration) -> Result<Output, ExecError> {
+    output_logged(argv, timeout, false).await
+}
+
+/// `output` for commands repeated every second or so (probes, tie-breaker pings): logged at
+/// debug level, so the log keeps the actions that change something.
+pub async fn output_quiet(argv: &[String], timeout: Duration) -> Result<Output, ExecError> {
+    output_logged(argv, timeout, true).await
+}
+
+async fn output_logged(
+    argv: &[String],
+    timeout: Duration,
+    quiet: bool,
+) -> Result<Output, ExecError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecError::EmptyArgv);
     };
@@ -122,12 +136,12 @@ pub async fn output(argv: &[String], timeout: Duration) -> Result<Output, ExecEr
                 stderr,
                 elapsed,
             };
-            tracing::info!(
-                argv = %shown,
-                code = ?o.code,
-                elapsed_ms = elapsed.as_millis() as u64,
-                "ran command"
-            );
+            let elapsed_ms = elapsed.as_millis() as u64;
+            if quiet {
+                tracing::debug!(argv = %shown, code = ?o.code, elapsed_ms, "ran command");
+            } else {
+                tracing::info!(argv = %shown, code = ?o.code, elapsed_ms, "ran command");
+            }
             Ok(o)
         }
     }

@@ -304,7 +304,11 @@ fn spawn_background(
                     let argv =
                         exec::argv(&["ping", "-n", "-q", "-c", "1", "-W", &wait, &ip.to_string()]);
                     let t = s.ping_timeout + Duration::from_secs(1);
-                    async move { exec::output(&argv, t).await.is_ok_and(|o| o.success()) }
+                    async move {
+                        exec::output_quiet(&argv, t)
+                            .await
+                            .is_ok_and(|o| o.success())
+                    }
                 });
                 let ok = futures::future::join_all(pings)
                     .await
