@@ -126,11 +126,7 @@ impl Drbd {
     pub async fn state(&self) -> StepResult<DrbdState> {
         let res = &self.res;
         let events = self.argv(&["drbdsetup", "events2", "--now"]);
-        let first = match self
-            .runner
-            .output(&events, self.timing.query_timeout)
-            .await
-        {
+        let first = match self.runner.output(&events, self.timing.query_timeout).await {
             Ok(o) if o.success() => match parse_events2_now(res, &o.stdout) {
                 Ok(s) => return Ok(s),
                 Err(e) => format!("cannot parse the output of `{}`: {e}", exec::show(&events)),
@@ -148,11 +144,7 @@ impl Drbd {
         };
         tracing::warn!(resource = %res, problem = %first, "events2 failed; falling back to drbdadm status");
         let status = self.argv(&["drbdadm", "status"]);
-        let second = match self
-            .runner
-            .output(&status, self.timing.query_timeout)
-            .await
-        {
+        let second = match self.runner.output(&status, self.timing.query_timeout).await {
             Ok(o) if o.success() => match parse_status(res, &o.stdout) {
                 Ok(s) => return Ok(s),
                 Err(e) => format!("cannot parse the output of `{}`: {e}", exec::show(&status)),
