@@ -731,6 +731,19 @@ async fn promote_reports_other_failures_at_once_with_stderr() {
     let e = drbd(&d, 30_000).acquire().await.expect_err("not uptodate");
     assert!(matches!(e, StepError::Refused(_)), "{e:?}");
     assert!(e.to_string().contains("no longer UpToDate"), "{e}");
+
+    let d = Arc::new(Double::default());
+    d.on(EVENTS, ok(&secondary_uptodate())).on(
+        PRIMARY,
+        failing(
+            11,
+            "r0: State change failed: (-7) Refusing to be Primary while peer is not outdated\n",
+        ),
+    );
+    let e = drbd(&d, 30_000).acquire().await.expect_err("fencing");
+    assert!(matches!(e, StepError::Refused(_)), "{e:?}");
+    assert!(e.to_string().contains("fence-peer handler"), "{e}");
+    assert_eq!(d.calls(), [EVENTS, PRIMARY]);
 }
 
 #[tokio::test(start_paused = true)]

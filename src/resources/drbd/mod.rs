@@ -46,6 +46,11 @@ pub const PEER_STILL_PRIMARY: &str = "Multiple primaries not allowed";
 /// code 17. Seen when the disk changed between our state read and the `primary` call.
 pub const NEED_UPTODATE: &str = "Need access to UpToDate data";
 
+/// DRBD's refusal to promote under its own fencing policy when the fence-peer handler did not
+/// outdate the unreachable peer: `(-7) Refusing to be Primary while peer is not outdated`,
+/// exit code 11. Retrying does not change the handler's answer.
+pub const PEER_NOT_OUTDATED: &str = "Refusing to be Primary while peer is not outdated";
+
 /// How long and how often to wait for DRBD. Defaults suit a real cluster; tests shrink them or
 /// run on paused tokio time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +230,15 @@ impl Drbd {
                 return Err(StepError::Refused(format!(
                     "cannot promote drbd resource {res}: DRBD refused because the local disk is \
                      no longer UpToDate (it was a moment ago); check `drbdadm status {res}`: {}",
+                    tail(&o)
+                )));
+            }
+            if said(&o, PEER_NOT_OUTDATED) {
+                return Err(StepError::Refused(format!(
+                    "cannot promote drbd resource {res}: DRBD's fencing policy requires the \
+                     unreachable peer to be outdated first and its fence-peer handler did not \
+                     do it; check the handler in /etc/drbd.d and its log, or fence the peer by \
+                     hand: {}",
                     tail(&o)
                 )));
             }
