@@ -165,7 +165,8 @@ fn capture(
             0
         );
         let all = i32::from((libc::ETH_P_ALL as u16).to_be());
-        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(all.into())).expect("packet socket");
+        let socket =
+            Socket::new(Domain::PACKET, Type::RAW, Some(all.into())).expect("packet socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -220,11 +221,8 @@ fn add_and_remove_are_idempotent_and_probed() {
     in_netns(&lab.a.clone(), move || {
         rt().block_on(async {
             for (addr, prefix, label) in [(VIP4, 24, Some("lan0:db")), (VIP6, 64, None)] {
-                let vip = Vip::new(
-                    &vip_config(addr, prefix, "lan0", label),
-                    &Context::system(),
-                )
-                .unwrap();
+                let vip =
+                    Vip::new(&vip_config(addr, prefix, "lan0", label), &Context::system()).unwrap();
                 let ip: IpAddr = addr.parse().unwrap();
                 assert!(!vip.probe().await.unwrap(), "{addr} present before acquire");
 
@@ -288,10 +286,9 @@ fn acquire_announces_both_arp_forms_and_an_na() {
         .iter()
         .find(|a| a.op == ArpOp::Request)
         .unwrap_or_else(|| panic!("no gratuitous ARP request for {VIP4} seen on C within {CAPTURE_TIMEOUT:?} ({} frames captured)", frames.len()));
-    let reply = g
-        .iter()
-        .find(|a| a.op == ArpOp::Reply)
-        .unwrap_or_else(|| panic!("no gratuitous ARP reply for {VIP4} seen on C within {CAPTURE_TIMEOUT:?}"));
+    let reply = g.iter().find(|a| a.op == ArpOp::Reply).unwrap_or_else(|| {
+        panic!("no gratuitous ARP reply for {VIP4} seen on C within {CAPTURE_TIMEOUT:?}")
+    });
     for a in [request, reply] {
         assert_eq!(a.sender_mac, mac_a, "sender MAC is A's");
         assert_eq!(a.eth_src, mac_a);
@@ -333,13 +330,20 @@ fn acquire_announces_both_arp_forms_and_an_na() {
     .unwrap();
     assert_eq!((sent.frames, sent.dropped), (6, 0));
     let g = garps(&cap.join().unwrap(), vip4);
-    assert_eq!(g.len(), 6, "expected 3 rounds of request + reply, saw {g:?}");
+    assert_eq!(
+        g.len(),
+        6,
+        "expected 3 rounds of request + reply, saw {g:?}"
+    );
 }
 
 #[test]
 fn client_reaches_the_vip_only_while_held() {
     let lab = Lab::new("ping");
-    let vip4 = Vip::new(&vip_config(VIP4, 24, "lan0", Some("lan0:db")), &Context::system());
+    let vip4 = Vip::new(
+        &vip_config(VIP4, 24, "lan0", Some("lan0:db")),
+        &Context::system(),
+    );
     let vip6 = Vip::new(&vip_config(VIP6, 64, "lan0", None), &Context::system());
     let (vip4, vip6) = (vip4.unwrap(), vip6.unwrap());
     let c = lab.c.clone();
@@ -363,8 +367,7 @@ fn missing_interface_is_a_clear_error() {
     let lab = Lab::new("noif");
     in_netns(&lab.a, || {
         rt().block_on(async {
-            let vip = Vip::new(&vip_config(VIP4, 24, "nosuch0", None), &Context::system())
-                .unwrap();
+            let vip = Vip::new(&vip_config(VIP4, 24, "nosuch0", None), &Context::system()).unwrap();
             let e = vip.acquire().await.unwrap_err().to_string();
             assert_eq!(
                 e,
@@ -372,7 +375,10 @@ fn missing_interface_is_a_clear_error() {
                  namespace; check `interface` in the vip resource"
             );
             let e = vip.release().await.unwrap_err().to_string();
-            assert!(e.starts_with("cannot remove 192.0.2.10/24 from nosuch0: no interface nosuch0"), "{e}");
+            assert!(
+                e.starts_with("cannot remove 192.0.2.10/24 from nosuch0: no interface nosuch0"),
+                "{e}"
+            );
             let e = vip.probe().await.unwrap_err().to_string();
             assert!(e.contains("no interface nosuch0"), "{e}");
             let e = vip.announce().unwrap().await.unwrap_err().to_string();
@@ -382,7 +388,10 @@ fn missing_interface_is_a_clear_error() {
                 .await
                 .unwrap_err()
                 .to_string();
-            assert!(e.starts_with("no interface a-name-far-too-long-for-linux"), "{e}");
+            assert!(
+                e.starts_with("no interface a-name-far-too-long-for-linux"),
+                "{e}"
+            );
         })
     });
 }

@@ -45,7 +45,9 @@ pub enum AnnounceError {
     Link(#[from] NetlinkError),
     #[error("interface {0} has no Ethernet address, so there is nothing to announce on it; use an Ethernet-like interface for the vip")]
     NoMac(String),
-    #[error("cannot open a packet socket on {ifname}: {source} (twinbeat needs root or CAP_NET_RAW)")]
+    #[error(
+        "cannot open a packet socket on {ifname}: {source} (twinbeat needs root or CAP_NET_RAW)"
+    )]
     Socket {
         ifname: String,
         #[source]

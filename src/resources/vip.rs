@@ -224,9 +224,7 @@ impl Resource for Vip {
                     "the address is not on the interface; acquire the vip first".into(),
                 ));
             }
-            self.start_announce()
-                .await
-                .map_err(|e| fail(e.to_string()))
+            self.start_announce().await.map_err(|e| fail(e.to_string()))
         }))
     }
 }
