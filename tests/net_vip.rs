@@ -411,3 +411,59 @@ fn announce_refuses_an_address_not_held() {
         })
     });
 }
+
+/// The failover case end to end: C still maps the VIP to the old owner's MAC; after A
+/// acquires, C's own kernel has switched both entries to A's MAC. This checks the frames
+/// against a real stack (checksum, hop limit, flags), not only against our parser.
+#[test]
+fn client_caches_follow_the_new_owner() {
+    let lab = Lab::new("neigh");
+    let mac_a = lab.mac(&lab.a);
+    let old = "02:00:00:00:00:99";
+    // A real entry is older than ARP's locktime (1 s), which blocks overrides of entries
+    // updated more recently; locktime 0 stands in for that age instead of a sleep.
+    ip(&[
+        "-n",
+        &lab.c,
+        "ntable",
+        "change",
+        "name",
+        "arp_cache",
+        "dev",
+        "lan0",
+        "locktime",
+        "0",
+    ]);
+    for vip in [VIP4, VIP6] {
+        ip(&[
+            "-n", &lab.c, "neigh", "replace", vip, "lladdr", old, "dev", "lan0", "nud", "stale",
+        ]);
+    }
+    in_netns(&lab.a, || {
+        rt().block_on(async {
+            for (addr, prefix) in [(VIP4, 24), (VIP6, 64)] {
+                let vip = Vip::new(&vip_config(addr, prefix, "lan0", None), &Context::system());
+                vip.unwrap().acquire().await.unwrap();
+            }
+        })
+    });
+    let want = mac_a
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    for vip in [VIP4, VIP6] {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let entry = ip(&["-n", &lab.c, "neigh", "show", vip, "dev", "lan0"]);
+            if entry.contains(&want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "C still maps {vip} to {entry:?} 2 s after A acquired it; expected lladdr {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
