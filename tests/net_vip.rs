@@ -467,3 +467,65 @@ fn client_caches_follow_the_new_owner() {
         }
     }
 }
+
+/// The background schedule: acquire sends 1 round, then 2 more, then after
+/// SECOND_BURST_DELAY another burst; release cancels whatever is still pending. Tokio's
+/// paused clock makes the delays instant, and a marker frame sent last (the segment keeps
+/// order) proves nothing else was coming, without waiting out a capture window.
+#[test]
+fn second_burst_follows_and_release_cancels_it() {
+    use twinbeat::net::announce::{FIRST_BURST, SECOND_BURST, SECOND_BURST_DELAY};
+    let lab = Lab::new("sched");
+    let vip4: IpAddr = VIP4.parse().unwrap();
+    let marker: IpAddr = "192.0.2.99".parse().unwrap();
+    let saw_marker = move |f: &[Vec<u8>]| !garps(f, marker).is_empty();
+    let paused_rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let send_marker = move || async move {
+        let once = Burst {
+            count: 1,
+            spacing: Duration::ZERO,
+        };
+        announce_burst("lan0", marker, once).await.unwrap();
+    };
+    let wait_all = SECOND_BURST_DELAY + FIRST_BURST.spacing * 10 + SECOND_BURST.spacing * 10;
+
+    let cap = capture(&lab.c, saw_marker);
+    in_netns(&lab.a, move || {
+        paused_rt().block_on(async move {
+            let vip = Vip::new(&vip_config(VIP4, 24, "lan0", None), &Context::system()).unwrap();
+            vip.acquire().await.unwrap();
+            tokio::time::sleep(wait_all).await;
+            send_marker().await;
+        })
+    });
+    let rounds = FIRST_BURST.count + SECOND_BURST.count;
+    let g = garps(&cap.join().unwrap(), vip4);
+    assert_eq!(
+        g.len() as u32,
+        2 * rounds,
+        "expected {rounds} rounds of request + reply, saw {g:?}"
+    );
+
+    let cap = capture(&lab.c, saw_marker);
+    in_netns(&lab.a, move || {
+        paused_rt().block_on(async move {
+            let vip = Vip::new(&vip_config(VIP4, 24, "lan0", None), &Context::system()).unwrap();
+            vip.acquire().await.unwrap();
+            vip.release().await.unwrap();
+            tokio::time::sleep(wait_all).await;
+            send_marker().await;
+        })
+    });
+    let g = garps(&cap.join().unwrap(), vip4);
+    assert_eq!(
+        g.len(),
+        2,
+        "after release only the first round (sent inside acquire) may appear, saw {g:?}"
+    );
+}
