@@ -28,6 +28,7 @@
 //! assert!(receiver.accept(1, &datagram).is_err()); // a third copy is stale
 //! ```
 
+pub mod announce;
 pub mod auth;
 pub mod receiver;
 pub mod reject;
