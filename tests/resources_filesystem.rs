@@ -1,8 +1,8 @@
 //! `filesystem` against real ext4 images on real loop devices (needs root).
 //!
-//! Each test moves its own thread into a private mount namespace first (`unshare(CLONE_NEWNS)`
-//! + `/` made rprivate), so nothing it mounts is visible on the host, and a failed test cannot
-//! leave a mount behind: the namespace dies with the thread. Loop devices and temp dirs are
+//! Each test moves its own thread into a private mount namespace first (`unshare(CLONE_NEWNS)`,
+//! then `/` made rprivate), so nothing it mounts is visible on the host, and a failed test
+//! cannot leave a mount behind: the namespace dies with the thread. Loop devices and temp dirs are
 //! global, so guards detach and remove them on drop.
 
 mod support;
