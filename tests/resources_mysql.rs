@@ -327,7 +327,25 @@ fn release_without_a_stop_command_sigterms_the_pid_file_pid() {
         &s.password_file,
     );
     let rt = rt();
-    mysql(cfg.clone(), 30_000, 30_000);
+
+    // A real mariadbd that refuses its config: the error quotes its error log.
+    let mut broken = cfg.clone();
+    if let MysqlControl::Commands { start, .. } = &mut broken.control {
+        start.push("--no-such-option-twinbeat".into());
+    }
+    let t = Instant::now();
+    let msg = rt
+        .block_on(mysql(broken, 30_000, 30_000).acquire())
+        .expect_err("bad option")
+        .to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains("exited with status"), "{msg}");
+    assert!(
+        msg.contains("error.log") && msg.contains("no-such-option-twinbeat"),
+        "{msg}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+
     let starter = mysql(cfg.clone(), 30_000, 30_000);
     rt.block_on(starter.acquire()).expect("start");
     let pid = s.pids()[0];
@@ -365,7 +383,8 @@ fn a_start_command_that_exits_early_reports_its_status_and_output() {
     let start = twinbeat::exec::argv(&[
         "/bin/sh",
         "-c",
-        "echo '[ERROR] mariadbd: Can not find datadir' >&2; exit 3",
+        // The message is computed, so finding it proves the output (not the argv) was quoted.
+        "echo \"[ERROR] mariadbd: $((40 + 2)) cannot find datadir\" >&2; exit 3",
     ]);
     let db = mysql(
         standalone(start, Some(tmp.path().join("db.pid")), tmp.path()),
@@ -374,8 +393,12 @@ fn a_start_command_that_exits_early_reports_its_status_and_output() {
     );
     let t = Instant::now();
     let msg = rt().block_on(db.acquire()).expect_err("exits").to_string();
+    eprintln!("{msg}");
     assert!(msg.contains("exited with status 3"), "{msg}");
-    assert!(msg.contains("Can not find datadir"), "{msg}");
+    assert!(
+        msg.contains("[ERROR] mariadbd: 42 cannot find datadir"),
+        "{msg}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "reported at once, not at the timeout"
@@ -405,6 +428,40 @@ fn a_start_that_never_answers_times_out_and_is_stopped() {
     assert!(
         pids_with_arg(marker).is_empty(),
         "the started process is gone"
+    );
+}
+
+#[test]
+fn a_live_server_that_does_not_answer_yet_is_waited_for_not_started_twice() {
+    let tmp = TempDir::new("mysql-recovering");
+    // Stands for a mariadbd still in crash recovery, started before a twinbeat restart.
+    let _recovering = ChildGuard(
+        Command::new("sleep")
+            .arg("55.5")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let pid_file = tmp.path().join("db.pid");
+    std::fs::write(&pid_file, format!("{}\n", _recovering.0.id())).unwrap();
+    let db = mysql(
+        standalone(
+            twinbeat::exec::argv(&["sleep", "44.4"]),
+            Some(pid_file),
+            tmp.path(),
+        ),
+        1_500,
+        1_500,
+    );
+    let msg = rt()
+        .block_on(db.acquire())
+        .expect_err("never answers")
+        .to_string();
+    assert!(msg.contains("did not answer SELECT 1"), "{msg}");
+    assert!(!msg.contains("was stopped"), "not ours to stop: {msg}");
+    assert!(
+        pids_with_arg("44.4").is_empty(),
+        "no second server was started"
     );
 }
 

@@ -185,6 +185,20 @@ impl Mysql {
                 .append(true)
                 .open(&log)
         };
+        // Appended, with a header per start: an earlier crash's output stays for the operator,
+        // and the tail quoted in an error is this start's.
+        if let Ok(mut f) = open() {
+            use std::io::Write;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let _ = writeln!(
+                f,
+                "--- twinbeat: starting `{}` (unix time {now})",
+                exec::show(argv)
+            );
+        }
         let (out, err) = match (open(), open()) {
             (Ok(o), Ok(e)) => (Stdio::from(o), Stdio::from(e)),
             (Err(e), _) | (_, Err(e)) => {
@@ -319,11 +333,16 @@ impl Mysql {
                 exec::run_with(self.runner.as_ref(), &argv, left).await?;
                 None
             }
-            MysqlControl::Commands { start, .. } => {
-                // Any old output belongs to an earlier start; keep the log about this one.
-                let _ = std::fs::remove_file(self.out_log());
-                Some(self.spawn_detached(start)?)
-            }
+            MysqlControl::Commands { start, .. } => match self.server_pid() {
+                // A second server on the same datadir would only wait on InnoDB's lock (and
+                // then fail): a live server that does not answer yet (crash recovery, or
+                // started before a twinbeat restart) is waited for instead.
+                Some(pid) => {
+                    tracing::warn!(resource = %self.name, pid, "a server process is already running but does not answer yet; waiting for it instead of starting another");
+                    None
+                }
+                None => Some(self.spawn_detached(start)?),
+            },
         };
         let mut last: String;
         loop {
