@@ -410,7 +410,12 @@ fn a_start_that_never_answers_times_out_and_is_stopped() {
     let tmp = TempDir::new("mysql-hang");
     let marker = "31.4159";
     let db = mysql(
-        standalone(twinbeat::exec::argv(&["sleep", marker]), None, tmp.path()),
+        // A pid file location (never written here) puts the server's output log in `tmp`.
+        standalone(
+            twinbeat::exec::argv(&["sleep", marker]),
+            Some(tmp.path().join("db.pid")),
+            tmp.path(),
+        ),
         2_000,
         2_000,
     );
