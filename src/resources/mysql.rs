@@ -18,7 +18,9 @@
 //!
 //! Stop: the stop argv (e.g. `mariadb-admin shutdown`) or SIGTERM to the server's pid, then
 //! wait for the process to exit; SIGKILL after the stop timeout minus a margin, logged as an
-//! ERROR because the next start then runs crash recovery.
+//! ERROR because the next start then runs crash recovery. SIGTERM is a clean shutdown for
+//! mariadbd, and the quicker one: `mariadb-admin shutdown` polls for the pid file once a second,
+//! so it measured ~1.0 s where SIGTERM measured ~65 ms on the same small server.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
