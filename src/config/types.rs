@@ -307,7 +307,8 @@ impl Config {
                 .iter()
                 .any(|r| matches!(r.kind, ResourceKind::Drbd { .. })),
             auto_failback: self.failover.auto_failback,
-            preferred: self.failover.preferred_node == Some(self.this_node),
+            // Without `preferred-node`, the first listed node wins a tie: exactly one node must.
+            preferred: self.failover.preferred_node.unwrap_or(0) == self.this_node,
         }
     }
 }
