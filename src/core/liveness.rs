@@ -33,6 +33,8 @@ pub(crate) struct PeerTracker {
     /// The newest beat's content (fresh datagrams only).
     pub beat: Option<Beat>,
     pub beat_at: Option<Millis>,
+    /// When this node first heard the peer on any link.
+    pub first_rx: Option<Millis>,
     pub generation: Option<u64>,
     pub restarts_seen: u64,
     pub max_gap_ms: Millis,
@@ -44,6 +46,7 @@ impl PeerTracker {
             links: vec![LinkState::default(); links],
             beat: None,
             beat_at: None,
+            first_rx: None,
             generation: None,
             restarts_seen: 0,
             max_gap_ms: 0,
@@ -83,6 +86,7 @@ impl PeerTracker {
     ) -> Received {
         let gap = self.last_rx().map(|t| now.saturating_sub(t));
         let restarted = self.generation.is_some_and(|g| g != generation);
+        self.first_rx.get_or_insert(now);
         if let Some(l) = self.links.get_mut(link) {
             l.last_rx = Some(now);
             l.beats += 1;

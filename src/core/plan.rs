@@ -103,9 +103,11 @@ impl Plan {
     /// Gives up on acquiring: whatever is held (including a step still running, once it
     /// finishes) is released in reverse.
     pub fn abort(&mut self, held: u32, reason: String) {
-        if self.aborted.is_none() {
-            self.aborted = Some(reason);
+        // Once only: recomputing later would queue again a release that already failed.
+        if self.aborted.is_some() {
+            return;
         }
+        self.aborted = Some(reason);
         self.ops = release_ops(held, 0).collect();
     }
 

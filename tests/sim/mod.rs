@@ -347,7 +347,7 @@ impl Sim {
         t.extend(self.script.keys().next().map(|k| k.0));
         t.extend(self.net.keys().next().map(|k| k.0));
         for n in &self.nodes {
-            if n.paused {
+            if n.paused || n.node.is_none() {
                 continue;
             }
             t.extend(n.pending.iter().filter_map(|p| p.finish_at));
@@ -420,6 +420,7 @@ impl Sim {
                         self.nodes[peer].node = None;
                         self.nodes[peer].world = 0;
                         self.nodes[peer].pending.clear();
+                        self.nodes[peer].pending_fence = None;
                     }
                     let result = if ok {
                         Ok(())

@@ -293,10 +293,13 @@ impl Node {
                 }
             }
             PeerView::Dead | PeerView::Unknown => {
-                if self
-                    .peer
-                    .beat
-                    .is_some_and(|b| b.state == NodeState::Maintenance)
+                // A fence that completed with the peer silent since proves it is down, whatever it
+                // last said; `Cleared` is reset by any beat heard after it.
+                if !matches!(self.fence, Fence::Cleared)
+                    && self
+                        .peer
+                        .beat
+                        .is_some_and(|b| b.state == NodeState::Maintenance)
                 {
                     blockers.push(format!(
                         "peer {peer} went silent while in maintenance mode; it may still run the service unmanaged"

@@ -108,7 +108,14 @@ impl Node {
             let mut down = Vec::new();
             for (i, l) in self.peer.links.iter_mut().enumerate() {
                 let silent = l.last_rx.map(|t| now.saturating_sub(t));
-                if silent.is_none_or(|s| s >= self.p.deadtime_ms) && !l.reported_down {
+                // A link that never carried a beat gets a deadtime from the first beat heard
+                // on any link, like a link that went quiet: links come up at different times.
+                let heard_for = self.peer.first_rx.map_or(0, |t| now.saturating_sub(t));
+                let is_down = match silent {
+                    Some(s) => s >= self.p.deadtime_ms,
+                    None => heard_for >= self.p.deadtime_ms,
+                };
+                if is_down && !l.reported_down {
                     l.reported_down = true;
                     down.push((i, silent));
                 }
@@ -179,15 +186,15 @@ impl Node {
                 goal: Goal::Active { .. },
             } = &mut self.phase
             {
-                if plan.direction() == Some(StepDirection::Acquire) {
-                    plan.abort(
-                        self.held,
-                        format!(
-                            "peer {} became active with term {} (ours {})",
-                            self.p.peer_name, beat.term, self.term
-                        ),
-                    );
-                }
+                // Whatever step the plan is on (a restart releases before it acquires), its
+                // goal is gone: what is held goes away in reverse.
+                plan.abort(
+                    self.held,
+                    format!(
+                        "peer {} became active with term {} (ours {})",
+                        self.p.peer_name, beat.term, self.term
+                    ),
+                );
             }
         }
     }

@@ -275,6 +275,9 @@ impl Node {
                 t.push(rx + self.p.deadtime_ms);
             }
         }
+        if let Some(first) = self.peer.first_rx {
+            t.push(first + self.p.deadtime_ms);
+        }
         if let Some(rx) = self.peer.last_rx() {
             t.push(rx + self.p.warntime_ms + 1);
             t.push(rx + self.p.deadtime_ms);

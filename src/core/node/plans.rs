@@ -102,6 +102,25 @@ impl Node {
         let timings = plan.timings.clone();
         let failure = plan.failure.clone().or(plan.aborted.clone());
         match (goal, failure) {
+            (Goal::Active { command, .. }, None) if self.peer_outranks(now) => {
+                // Rule 6, last line of defence: a peer active with an equal or higher term
+                // appeared while the last step ran. Give way instead of becoming active.
+                let cause = format!(
+                    "peer {} is active with an equal or higher term: releasing instead of becoming active",
+                    self.p.peer_name
+                );
+                if let Some(c) = command {
+                    self.fail(c, cause.clone());
+                }
+                self.start_plan(
+                    now,
+                    Plan::release(self.held, 0, now),
+                    Goal::Standby {
+                        cause: "gave way to the active peer".into(),
+                    },
+                    &cause,
+                );
+            }
             (Goal::Active { cause, command }, None) => {
                 self.phase_change(now, Phase::Active, &cause, timings, total);
                 self.restarts_retain_after_success();
@@ -173,6 +192,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    pub(super) fn peer_outranks(&self, now: Millis) -> bool {
+        self.live_beat(now)
+            .is_some_and(|b| b.state == NodeState::Active && b.term >= self.term)
     }
 
     pub(super) fn restarts_retain_after_success(&mut self) {
