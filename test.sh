@@ -18,9 +18,10 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "$have" | sort -V | head -n1)" != "$need_
 fi
 
 # Debian packages the tests use. Installed only when missing, so a prepared machine needs
-# no network. iproute2 (ip netns), util-linux (nsenter) and ping build and probe the
-# network-namespace tests.
-packages=(iproute2 util-linux iputils-ping)
+# no network. iproute2 (ip netns), util-linux (nsenter, losetup, mount) and ping build and
+# probe the network-namespace tests; e2fsprogs and MariaDB serve the resource executor tests
+# (a real ext4 on a loop device, a real mariadbd).
+packages=(iproute2 util-linux iputils-ping e2fsprogs mariadb-server mariadb-client)
 [ ${#packages[@]} -eq 0 ] || {
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
