@@ -403,8 +403,8 @@ fn bad_body_fields_are_named() {
     let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
     let good = encode(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
     let cases: [(usize, u8, &str); 7] = [
-        (42, 7, "node state"),
-        (43, 10, "disk state"),
+        (42, NodeState::ALL.len() as u8, "node state"),
+        (43, DiskState::ALL.len() as u8, "disk state"),
         (44, 6, "handoff kind"),
         (45, 1, "refuse reason"),
         (49, 1, "handoff id"),
