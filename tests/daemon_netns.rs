@@ -198,3 +198,79 @@ fn forged_truncated_and_replayed_datagrams_are_rejected_and_counted() {
     assert_eq!(c.replay, 1, "an older generation: {c:?}");
     assert!(lab.log("a").contains("rejected heartbeat datagram"));
 }
+
+#[test]
+fn a_daemon_restarted_within_deadtime_keeps_the_service_and_operators_can_steer() {
+    if !netns::is_root() {
+        eprintln!("skipped: needs root for network namespaces (run ./test.sh as root)");
+        return;
+    }
+    let mut lab = Lab::new("r");
+    // A generous deadtime so a restart (process start, probe, bind) fits inside it.
+    lab.write_configs_timed(3_000, "");
+    lab.start("a");
+    lab.start("b");
+    lab.wait_for("a active, b standby", Duration::from_secs(15), |l| {
+        state(l, "a") == Some(NodeState::Active) && state(l, "b") == Some(NodeState::Standby)
+    });
+
+    // kill -9 and immediate restart of the active daemon: it adopts the VIP it finds, and b
+    // sees a new boot generation, not a dead peer.
+    let t0 = std::time::Instant::now();
+    lab.kill9("a");
+    lab.start("a");
+    let restart = t0.elapsed();
+    lab.wait_for("a active again", Duration::from_secs(5), |l| {
+        state(l, "a") == Some(NodeState::Active)
+    });
+    lab.wait_for("b hears the new generation", Duration::from_secs(3), |l| {
+        l.status("b").is_some_and(|s| s.core.peer.generation == Some(2))
+    });
+    let b = lab.status("b").expect("status");
+    assert_eq!(b.core.state, NodeState::Standby, "b never took over");
+    assert_eq!(b.core.takeovers, 0);
+    assert_eq!(b.core.peer.restarts_seen, 1);
+    assert_eq!(b.core.peer.generation, Some(2));
+    let a = lab.status("a").expect("status");
+    assert_eq!(a.core.term, 1, "adopted, not taken over again");
+    assert!(
+        a.core
+            .transitions
+            .iter()
+            .any(|t| t.cause.contains("adopted")),
+        "{:?}",
+        a.core.transitions
+    );
+    assert!(lab.has_vip("a") && !lab.has_vip("b"));
+    eprintln!("daemon restart to answering: {} ms", restart.as_millis());
+
+    // takeover from the standby side pulls the service over.
+    let (code, out, err) = run_cli(&lab, "b", &["takeover"]);
+    assert_eq!(code, 0, "takeover: {out}{err}");
+    assert!(out.contains("service gap"), "{out}");
+    assert!(lab.has_vip("b") && !lab.has_vip("a"));
+
+    // maintenance: b stops acting; standby is refused (exit 3) while it lasts.
+    let (code, _, _) = run_cli(&lab, "b", &["maintenance", "on"]);
+    assert_eq!(code, 0);
+    assert_eq!(state(&lab, "b"), Some(NodeState::Maintenance));
+    let (code, _, err) = run_cli(&lab, "b", &["standby"]);
+    assert_eq!(code, 3, "refused while in maintenance: {err}");
+    assert!(err.contains("maintenance"), "{err}");
+    let (code, _, _) = run_cli(&lab, "b", &["maintenance", "off"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        state(&lab, "b"),
+        Some(NodeState::Active),
+        "re-probed and adopted"
+    );
+    assert!(lab.has_vip("b"));
+
+    // An unreachable daemon is an error (exit 1) naming the socket.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twinbeat"))
+        .args(["status", "--socket", "/nonexistent/twinbeat.sock"])
+        .output()
+        .expect("cli runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/twinbeat.sock"));
+}

@@ -111,6 +111,11 @@ impl Lab {
 
     /// Writes a key file and one config per node (they differ only in local paths).
     pub fn write_configs(&self, extra: &str) {
+        self.write_configs_timed(1_000, extra);
+    }
+
+    /// As `write_configs`, with this deadtime (warntime is half of it).
+    pub fn write_configs_timed(&self, deadtime_ms: u64, extra: &str) {
         let key = self.dir.join("authkey");
         std::fs::write(&key, "1 0123456789abcdef0123456789abcdef\n").expect("key");
         set_mode(&key, 0o600);
@@ -142,9 +147,9 @@ address = {{ tb-a = "{lan_a}", tb-b = "{lan_b}" }}
 
 [timing]
 keepalive-ms = 200
-warntime-ms = 500
-deadtime-ms = 1000
-initdead-ms = 2000
+warntime-ms = {warn}
+deadtime-ms = {deadtime_ms}
+initdead-ms = {initdead}
 
 [auth]
 key-file = "{key}"
@@ -167,6 +172,8 @@ control-socket = "{dir}/control-{who}.sock"
                 lan_b = LAN[1],
                 key = key.display(),
                 dir = self.dir.display(),
+                warn = deadtime_ms / 2,
+                initdead = deadtime_ms.max(2_000),
             );
             std::fs::write(self.config(who), cfg).expect("config");
         }
