@@ -224,7 +224,8 @@ fn a_daemon_restarted_within_deadtime_keeps_the_service_and_operators_can_steer(
         state(l, "a") == Some(NodeState::Active)
     });
     lab.wait_for("b hears the new generation", Duration::from_secs(3), |l| {
-        l.status("b").is_some_and(|s| s.core.peer.generation == Some(2))
+        l.status("b")
+            .is_some_and(|s| s.core.peer.generation == Some(2))
     });
     let b = lab.status("b").expect("status");
     assert_eq!(b.core.state, NodeState::Standby, "b never took over");
@@ -263,6 +264,41 @@ fn a_daemon_restarted_within_deadtime_keeps_the_service_and_operators_can_steer(
         state(&lab, "b"),
         Some(NodeState::Active),
         "re-probed and adopted"
+    );
+    assert!(lab.has_vip("b"));
+
+    // SIGHUP: a broken file is refused and the running config kept; a resource change needs
+    // a restart; a timing change is applied live.
+    let cfg = lab.config("b");
+    let good = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        good.replace("keepalive-ms = 200", "keepalive-ms = \"fast\""),
+    )
+    .expect("write");
+    lab.signal("b", libc::SIGHUP);
+    lab.wait_for("broken reload refused", Duration::from_secs(5), |l| {
+        l.log("b").contains("keeping the running config")
+    });
+    std::fs::write(&cfg, good.replace("/24\"\ninterface", "/25\"\ninterface")).expect("write");
+    lab.signal("b", libc::SIGHUP);
+    lab.wait_for("resource change refused", Duration::from_secs(5), |l| {
+        l.log("b")
+            .contains("reload refused, keeping the running config: the resources changed")
+    });
+    std::fs::write(
+        &cfg,
+        good.replace("warntime-ms = 1500", "warntime-ms = 1200"),
+    )
+    .expect("write");
+    lab.signal("b", libc::SIGHUP);
+    lab.wait_for("timing change applied", Duration::from_secs(5), |l| {
+        l.log("b").contains("reload: applied the new config")
+    });
+    assert_eq!(
+        state(&lab, "b"),
+        Some(NodeState::Active),
+        "reloads left the service alone"
     );
     assert!(lab.has_vip("b"));
 

@@ -224,6 +224,17 @@ control-socket = "{dir}/control-{who}.sock"
         );
     }
 
+    /// Sends `sig` to node `who`'s daemon.
+    pub fn signal(&self, who: &str, sig: i32) {
+        let c = self.daemons[Lab::index(who)]
+            .as_ref()
+            .expect("daemon running");
+        // SAFETY: kill(2) on the pid of a child this lab started and has not reaped yet.
+        unsafe {
+            libc::kill(c.id() as i32, sig);
+        }
+    }
+
     /// kill -9 of the daemon only: whatever it configured stays in place.
     pub fn kill9(&mut self, who: &str) {
         if let Some(mut c) = self.daemons[Lab::index(who)].take() {
