@@ -34,6 +34,19 @@ impl Node {
         id
     }
 
+    /// Opens a handoff by asking the peer (`Offer` as giver, `Request` as receiver).
+    pub(super) fn ask_handoff(&mut self, now: Millis, role: Role, command: Option<u64>) {
+        let id = self.new_handoff_id();
+        self.handoff = Some(Handoff {
+            id,
+            role,
+            stage: Stage::Asked,
+            deadline: now + self.answer_timeout(),
+            command,
+            gap_from: None,
+        });
+    }
+
     pub(super) fn answer_timeout(&self) -> Millis {
         (3 * self.p.deadtime_ms).max(2_000)
     }
@@ -76,15 +89,7 @@ impl Node {
         if let Some(r) = self.peer_unfit_reason(now) {
             return self.refuse(id, r);
         }
-        let hid = self.new_handoff_id();
-        self.handoff = Some(Handoff {
-            id: hid,
-            role: Role::Giver,
-            stage: Stage::Asked,
-            deadline: now + self.answer_timeout(),
-            command: Some(id),
-            gap_from: None,
-        });
+        self.ask_handoff(now, Role::Giver, Some(id));
     }
 
     pub(super) fn cmd_takeover(&mut self, now: Millis, id: u64) {
@@ -131,15 +136,7 @@ impl Node {
         }
         match peer.state {
             NodeState::Active => {
-                let hid = self.new_handoff_id();
-                self.handoff = Some(Handoff {
-                    id: hid,
-                    role: Role::Receiver,
-                    stage: Stage::Asked,
-                    deadline: now + self.answer_timeout(),
-                    command: Some(id),
-                    gap_from: None,
-                });
+                self.ask_handoff(now, Role::Receiver, Some(id));
             }
             NodeState::Acquiring | NodeState::Releasing => self.refuse(
                 id,

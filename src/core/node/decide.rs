@@ -205,15 +205,7 @@ impl Node {
             .is_some_and(|b| b.state == NodeState::Active)
         {
             self.next_failback_try = now + self.p.handoff_timeout_ms;
-            let hid = self.new_handoff_id();
-            self.handoff = Some(Handoff {
-                id: hid,
-                role: Role::Receiver,
-                stage: Stage::Asked,
-                deadline: now + self.answer_timeout(),
-                command: None,
-                gap_from: None,
-            });
+            self.ask_handoff(now, Role::Receiver, None);
         }
     }
 
