@@ -87,7 +87,7 @@ check)
     if ((missing == 0 && r_count == p_count)); then
         echo PASS
     else
-        ((missing == 0)) || { echo "missing ids (first 20):"; comm -23 "$tmp/acked" "$tmp/primary" | head -n 20; }
+        ((missing == 0)) || { echo "missing ids (first 20):"; comm -23 "$tmp/acked" "$tmp/primary" | sort -n | head -n 20; }
         ((r_count == p_count)) || echo "replica did not reach the primary's row count within 30 s"
         replica_status | grep -E 'Running|Error|Behind' || true
         echo FAIL

@@ -47,6 +47,12 @@ log "$STEP (cargo build --release)"
 
 # --- 2. run dir, secrets, the shared mount namespace ----------------------------------------
 STEP="creating the run dir $RUN"
+# Fresh logs for a fresh lab: the writer numbers its ids after the highest one in its logs, and
+# ctl.sh check compares them with this lab's database. The previous run's logs stay one run.
+if [[ -d $LOGS ]]; then
+    rm -rf "$LOGS.prev"
+    mv "$LOGS" "$LOGS.prev"
+fi
 mkdir -p "$RUN" "$LOGS"
 # A private bind of the run dir onto itself: the mount-namespace file below must live on a
 # private mount, or binding a namespace to it fails / propagates (same trick as /run/netns).
