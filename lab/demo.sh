@@ -111,8 +111,8 @@ truncate -s 512M "$IMAGE"
 mkfs.ext4 -q -F -L twinbeat-lab "$IMAGE"
 
 STEP="initialising the primary datadir on the shared disk (node a, by hand)"
-in_node a "$LAB/bin/disk-standin" start "$IMAGE" "$DISKLINK"
-in_node a mount -t ext4 -o noatime "$DISKLINK" "$DATA"
+in_node a "$LAB/bin/disk-standin" start "$IMAGE" "$(disk_link a)"
+in_node a mount -t ext4 -o noatime "$(disk_link a)" "$DATA"
 in_node a mkdir -p "$DATA/mysql"
 in_node a chown mysql:mysql "$DATA/mysql"
 in_node a mariadb-install-db --no-defaults --user=mysql --datadir="$DATA/mysql" \
@@ -139,7 +139,7 @@ CREATE TABLE lab.writes (id BIGINT PRIMARY KEY, at DATETIME(6) NOT NULL) ENGINE=
 SQL
 stop_pid "$(node_dir a)/mysqld.pid" mariadbd 60
 in_node a umount "$DATA"
-in_node a "$LAB/bin/disk-standin" stop "$IMAGE" "$DISKLINK"
+in_node a "$LAB/bin/disk-standin" stop "$IMAGE" "$(disk_link a)"
 log "primary datadir ready; replica will start at $BINLOG_FILE:$BINLOG_POS"
 
 # --- 5. the replica ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # 1. The client first (so it does not log a burst of failures), then the replica.
 if [[ -d $RUN ]]; then
+    log "stopping the client writer and the replica"
     touch "$RUN/writer.stop"
     stop_pid "$RUN/writer.pid" writer 10
     stop_pid "$RUN/replica/mysqld.pid" mariadbd 60
@@ -19,6 +20,7 @@ fi
 order=(a b)
 holds_vip a && order=(b a)
 for who in "${order[@]}"; do
+    pid_alive "$(node_dir "$who")/twinbeat.pid" twinbeat && log "stopping daemon $who (SIGTERM: it releases what it holds)"
     stop_pid "$(node_dir "$who")/twinbeat.pid" twinbeat 60
 done
 

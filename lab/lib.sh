@@ -23,7 +23,9 @@ RUN=/run/twinbeat-lab
 MNTNS=$RUN/mnt-ns              # bind-mounted mount-namespace file both node daemons join
 DATA=$RUN/data                 # mount point of the shared ext4 (inside MNTNS only)
 IMAGE=$BUILD/disk.img          # the ext4 image standing in for the DRBD device
-DISKLINK=$RUN/disk             # stable symlink to the loop device currently attached
+# disk_link a|b: that node's stable symlink to the loop device it attached (per node: see
+# lab/conf/twinbeat-a.toml for why a shared link is wrong in a shared mount table).
+disk_link() { echo "$RUN/node-$1/disk"; }
 BIN=$REPO/target/release/twinbeat
 NS_PREFIX=tblab
 VIP=198.51.100.100
