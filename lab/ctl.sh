@@ -50,7 +50,7 @@ rate)
     acked=$(awk -v from=$((now - 10000)) '$2 >= from' "$LOGS/acked.log" | wc -l)
     indoubt=$(wc -l <"$LOGS/indoubt.log")
     total=$(wc -l <"$LOGS/acked.log")
-    last=$(tail -n1 "$LOGS/acked.log" | awk -v now="$now" '{ printf "%.1f", (now - $2) / 1000 }')
+    last=$(tail -n1 "$LOGS/acked.log" | awk -v now="$now" '{ d = (now - $2) / 1000; printf "%.1f", d < 0 ? 0 : d }')
     echo "acknowledged in the last 10 s: $acked ($(awk -v n="$acked" 'BEGIN { printf "%.1f", n / 10 }')/s); total acknowledged: $total; in doubt: $indoubt; last ack ${last}s ago"
     ;;
 gaps)

@@ -72,7 +72,7 @@ pid_alive() {
     local f=$1 want=${2:-} pid
     [[ -s $f ]] || return 1
     pid=$(<"$f")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && ! pid_gone "$pid" || return 1
     [[ -z $want ]] || [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$want" ]]
 }
 
@@ -89,7 +89,14 @@ stop_pid() {
     fi
     rm -f "$f"
 }
-pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+# pid_gone PID: exited. A zombie counts as gone: our detached processes are reparented to PID 1,
+# which may reap late (on the lab machine a zombie twinbeat lingered ~2 s after exiting).
+pid_gone() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    [[ ${stat%% *} == Z ]]
+}
 
 # sql_vip SQL: a query through the VIP from the client namespace, as the writer user.
 sql_vip() {
