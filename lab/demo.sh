@@ -68,6 +68,11 @@ chown mysql:mysql "$RUN/node-a" "$RUN/node-b" "$RUN/replica"
 chmod 0755 "$RUN/node-a" "$RUN/node-b" "$RUN/replica"
 # mariadbd (user mysql) writes its error logs there.
 chown mysql:mysql "$LOGS"
+# twinbeat appends mariadbd's stdout/stderr next to the pid file (in the run dir, which down.sh
+# removes): keep it with the other logs.
+for who in a b; do
+    ln -s "$LOGS/mariadb-$who.out" "$(node_dir "$who")/twinbeat-mysql-mysql.log"
+done
 (
     umask 077
     echo "1 $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/secrets/authkey"
