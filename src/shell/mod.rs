@@ -161,7 +161,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     notify(&[sd_notify::NotifyState::Ready]);
-    d.carry_out(&mut node, &mut sender, &links, &w, &mut state, now());
+    d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
 
     loop {
         let wake = node
@@ -196,7 +196,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
-        let done = d.carry_out(&mut node, &mut sender, &links, &w, &mut state, now());
+        let done = d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
         if done {
             break;
         }
@@ -430,7 +430,6 @@ impl Driver {
         links: &Links,
         w: &worker::Worker,
         state: &mut state::StateDir,
-        now: Millis,
     ) -> bool {
         let mut exit = false;
         while let Some(a) = node.poll_action() {
@@ -510,7 +509,6 @@ impl Driver {
                 }
             }
         }
-        let _ = now;
         exit
     }
 

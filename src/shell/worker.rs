@@ -123,10 +123,6 @@ fn probe_timing(r: &config::Resource) -> Option<(Duration, Duration)> {
     }
 }
 
-fn describe(e: StepError) -> String {
-    e.to_string()
-}
-
 async fn run(
     shared: Arc<Shared>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
@@ -145,8 +141,8 @@ async fn run(
                 let h = tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let result = match s.resources.get(step) {
-                        Some(r) if acquire => r.acquire().await.map_err(describe),
-                        Some(r) => r.release().await.map_err(describe),
+                        Some(r) if acquire => r.acquire().await.map_err(|e| e.to_string()),
+                        Some(r) => r.release().await.map_err(|e| e.to_string()),
                         None => Err(format!("no resource step {step}")),
                     };
                     let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -5,7 +5,7 @@ use super::*;
 impl Node {
     // ---- the handoff protocol ----
 
-    pub(super) fn on_peer_handoff(&mut self, now: Millis, msg: HandoffMsg, beat: Beat) {
+    pub(super) fn on_peer_handoff(&mut self, now: Millis, msg: HandoffMsg) {
         if self.handoff_ids_done.contains(&msg.id) {
             return;
         }
@@ -94,7 +94,6 @@ impl Node {
                 }
             }
             (HandoffKind::Refuse { reason }, Some((id, _, Stage::Asked))) if id == msg.id => {
-                let _ = beat;
                 self.end_handoff_refused(format!(
                     "peer {} refused: {}",
                     self.p.peer_name,

@@ -177,7 +177,7 @@ impl Node {
             self.fence = Fence::Idle;
         }
         if let Some(msg) = beat.handoff {
-            self.on_peer_handoff(now, msg, beat);
+            self.on_peer_handoff(now, msg);
         }
         // Rule 6: never become active while the peer is active with an equal or higher term.
         if beat.state == NodeState::Active && beat.term >= self.term {
@@ -312,6 +312,7 @@ impl Node {
                 ),
             );
         }
+        // Kept after a successful restart too: the limit counts failures within the window.
         self.restarts.push_back(now);
         self.restarts_total += 1;
         let cause = format!("restart of {name} after a failed probe: {detail}");

@@ -90,14 +90,10 @@ impl Node {
     }
 
     pub(super) fn finish_plan(&mut self, now: Millis) {
-        let Phase::Running { plan, goal } = std::mem::replace(&mut self.phase, Phase::Init) else {
+        let Phase::Running { plan, goal } = &self.phase else {
             return;
         };
-        // Restore a valid phase before anything else looks at it.
-        self.phase = Phase::Running {
-            plan: plan.clone(),
-            goal: goal.clone(),
-        };
+        let (plan, goal) = (plan.clone(), goal.clone());
         let total = Some(now.saturating_sub(plan.started_at));
         let timings = plan.timings.clone();
         let failure = plan.failure.clone().or(plan.aborted.clone());
@@ -123,7 +119,6 @@ impl Node {
             }
             (Goal::Active { cause, command }, None) => {
                 self.phase_change(now, Phase::Active, &cause, timings, total);
-                self.restarts_retain_after_success();
                 if let Some(c) = command {
                     self.done(c, format!("active ({cause})"), total);
                 }
@@ -197,11 +192,6 @@ impl Node {
     pub(super) fn peer_outranks(&self, now: Millis) -> bool {
         self.live_beat(now)
             .is_some_and(|b| b.state == NodeState::Active && b.term >= self.term)
-    }
-
-    pub(super) fn restarts_retain_after_success(&mut self) {
-        // Restart history is kept across a successful restart on purpose: the limit counts
-        // failures within the window, successful or not.
     }
 
     pub(super) fn enter(&mut self, now: Millis, phase: Phase, cause: &str) {
