@@ -860,3 +860,40 @@ fn a_node_frozen_during_a_step_does_not_blame_the_step() {
     assert_eq!(sim.nodes[A].world, 0);
     no_violations(&sim);
 }
+
+#[test]
+fn a_restarted_daemon_keeps_its_adopted_service_until_the_tie_breaker_has_answered() {
+    let mut sim = with_tiebreaker(40);
+    // The real shell's first ping answer comes about a second after the start.
+    sim.nodes[A].tiebreaker_first_ms = 1_200;
+    sim.at(13_000, Event::KillDaemon(A));
+    sim.at(13_500, Event::StartDaemon(A));
+    sim.run_until(20_000);
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    let released = sim.nodes[A]
+        .log
+        .iter()
+        .filter(|(t, a)| *t >= 13_500 && matches!(a, Action::Release { .. }))
+        .count();
+    assert_eq!(released, 0, "adopted, then demoted for want of an answer");
+    assert!(sim.entered(B, NodeState::Acquiring).is_empty());
+    no_violations(&sim);
+}
+
+#[test]
+fn a_restarted_daemon_alone_without_the_tie_breaker_demotes_after_initdead() {
+    let mut sim = with_tiebreaker(41);
+    sim.nodes[A].tiebreaker_first_ms = 1_200;
+    sim.nodes[A].tiebreaker = false;
+    sim.at(13_000, Event::KillDaemon(A));
+    for link in 0..2 {
+        sim.at(13_000, Event::Cut { link, from: None });
+    }
+    sim.at(13_500, Event::StartDaemon(A));
+    // Never heard the peer: not alone before initdead (10 s) is over, alone after.
+    sim.run_until(23_000);
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    sim.run_until(26_000);
+    assert_eq!(sim.state(A), Some(NodeState::Standby));
+    no_violations(&sim);
+}

@@ -151,6 +151,8 @@ pub struct SimNode {
     hang_acquire: BTreeSet<usize>,
     pub disk: DiskState,
     pub tiebreaker: bool,
+    /// How long after a start the tie-breaker's first answer arrives (the shell pings first).
+    pub tiebreaker_first_ms: Millis,
     pub boot_at: Millis,
     window: Window,
     /// Every action with its time, for determinism checks and assertions.
@@ -209,6 +211,7 @@ impl Sim {
             hang_acquire: BTreeSet::new(),
             disk: DiskState::UpToDate,
             tiebreaker: true,
+            tiebreaker_first_ms: 0,
             boot_at: 0,
             window: Window::default(),
             log: Vec::new(),
@@ -560,7 +563,10 @@ impl Sim {
         self.drain(n);
         let (disk, tb) = (self.nodes[n].disk, self.nodes[n].tiebreaker);
         self.input(n, Input::Disk(disk));
-        self.input(n, Input::TieBreaker { ok: tb });
+        match self.nodes[n].tiebreaker_first_ms {
+            0 => self.input(n, Input::TieBreaker { ok: tb }),
+            d => self.at(now + d, Event::TieBreaker(n, tb)),
+        }
     }
 
     fn resume(&mut self, n: usize) {

@@ -100,8 +100,16 @@ impl Node {
                 self.end_handoff(now, Ok("active".into()));
             }
         }
-        let alone = matches!(self.peer_view(now), PeerView::Dead | PeerView::Unknown);
-        if alone && self.p.tiebreaker && self.tiebreaker != Some(true) {
+        // A daemon that just started and adopted a running service has neither heard the peer
+        // nor had a tie-breaker answer yet; demoting then would drop a healthy service. Only a
+        // peer silent past deadtime (or never heard once initdead is over) together with a
+        // tie-breaker that answered "unreachable" makes this node the isolated one.
+        let alone = match self.peer_view(now) {
+            PeerView::Dead => true,
+            PeerView::Unknown => now >= self.boot_at + self.p.initdead_ms,
+            PeerView::Alive | PeerView::Late => false,
+        };
+        if alone && self.p.tiebreaker && self.tiebreaker == Some(false) {
             let cause = format!(
                 "lost peer {} and the tie-breaker: demoting to avoid a split brain",
                 self.p.peer_name
