@@ -42,8 +42,8 @@ if ! command -v cargo >/dev/null; then
     done
 fi
 command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.85 (https://rustup.rs)"
-log "$STEP (cargo build --release)"
-(cd "$REPO" && cargo build --release -q)
+log "$STEP (cargo build --release --workspace: the daemon and the lab tools)"
+(cd "$REPO" && cargo build --release --workspace -q)
 
 # --- 2. run dir, secrets, the shared mount namespace ----------------------------------------
 STEP="creating the run dir $RUN"
@@ -93,6 +93,7 @@ for who in a b r c br; do
 done
 ip -n "$(ns br)" link add br0 type bridge
 ip -n "$(ns br)" link set br0 up
+ip -n "$(ns br)" addr add "$LAN_GW/24" dev br0
 for pair in a:$LAN_A b:$LAN_B c:$LAN_C r:$LAN_R; do
     who=${pair%%:*} addr=${pair#*:}
     ip link add lan0 netns "$(ns "$who")" type veth peer name "$who-lan" netns "$(ns br)"

@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ -d $RUN ]]; then
     log "stopping the client writer and the replica"
     touch "$RUN/writer.stop"
-    stop_pid "$RUN/writer.pid" writer 10
+    stop_pid "$RUN/writer.pid" twinbeat-lab 10
     stop_pid "$RUN/replica/mysqld.pid" mariadbd 60
 fi
 

@@ -13,7 +13,8 @@
 # Topology (documentation ranges only, same addressing as tests/netns/mod.rs):
 #   a ──hb0── b                  dedicated heartbeat link 192.0.2.1 / 192.0.2.2
 #   a, b, r, c ──lan0── br0      LAN bridge in its own namespace:
-#                                a .11, b .12, client c .20, replica r .30, VIP .100 (198.51.100.0/24)
+#                                a .11, b .12, client c .20, replica r .30, VIP .100 (198.51.100.0/24),
+#                                the bridge itself .1 (the tie-breaker's ping target)
 
 LAB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$LAB")
@@ -27,8 +28,12 @@ IMAGE=$BUILD/disk.img          # the ext4 image standing in for the DRBD device
 # lab/conf/twinbeat-a.toml for why a shared link is wrong in a shared mount table).
 disk_link() { echo "$RUN/node-$1/disk"; }
 BIN=$REPO/target/release/twinbeat
+# The lab's own tools: the client writer, the power-cut helper, the scenario runner (lab/runner).
+LABBIN=$REPO/target/release/twinbeat-lab
 NS_PREFIX=tblab
 VIP=198.51.100.100
+# The LAN's "gateway": an address on the bridge itself, the nodes' tie-breaker ping target.
+LAN_GW=198.51.100.1
 LAN_A=198.51.100.11
 LAN_B=198.51.100.12
 LAN_C=198.51.100.20
@@ -134,14 +139,16 @@ holds_vip() {
     [[ $out == *" $VIP/"* ]]
 }
 
-# start_writer: the client loop in the client namespace, bounded to WRITER_HOURS (default 4).
+# start_writer: the client (twinbeat-lab writer, lab/runner/src/writer.rs) in the client
+# namespace: an INSERT every 20 ms through the VIP, every acknowledged and in-doubt write logged,
+# and an ICMP prober logging the VIP's outages. Bounded to WRITER_HOURS (default 4).
 start_writer() {
     local pidf=$RUN/writer.pid
-    pid_alive "$pidf" writer && die "writer already runs (pid $(<"$pidf"))"
+    pid_alive "$pidf" twinbeat-lab && die "writer already runs (pid $(<"$pidf"))"
     rm -f "$RUN/writer.stop"
     # shellcheck disable=SC2016  # $$ and $1 belong to the inner bash
     VIP=$VIP MYSQL_PWD=$WRITER_PASS setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidf" \
-        nsenter --net="/run/netns/$(ns c)" "$LAB/bin/writer" "$LOGS" "$RUN/writer.stop" \
+        nsenter --net="/run/netns/$(ns c)" "$LABBIN" writer "$LOGS" "$RUN/writer.stop" \
         "$((${WRITER_HOURS:-4} * 3600))" </dev/null >>"$LOGS/writer.log" 2>&1 &
 }
 # replica_status: SHOW SLAVE STATUS, vertical, with the field names (-N would drop them).

@@ -1,0 +1,161 @@
+//! The faults the scenarios inject, each touching only what the lab started (pids from the
+//! lab's pid files, the lab's namespaces and links).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{now_ms, run_ok, wait_until, Lab, Node, RUN, VIP};
+
+/// EXT4_IOC_SHUTDOWN = _IOR('X', 125, __u32), the same number as XFS_IOC_GOINGDOWN.
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+/// EXT4_GOING_FLAGS_NOLOGFLUSH: stop at once, without writing the journal out.
+const NOLOGFLUSH: u32 = 2;
+
+pub fn fs_shutdown(dir: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let flags = NOLOGFLUSH;
+    // SAFETY: the ioctl reads one u32 through the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags as *const u32) };
+    if rc != 0 {
+        bail!(
+            "EXT4_IOC_SHUTDOWN on {}: {}; is it an ext4 mount in this mount namespace?",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(true)
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid we read from the lab's own pid files (comm checked).
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn gone(pid: i32) -> bool {
+    !crate::lab::alive_with_comm(pid, "twinbeat") && !crate::lab::alive_with_comm(pid, "mariadbd")
+}
+
+/// The whole node loses power (LAB.md): its filesystem stops taking writes without flushing
+/// the journal, its processes die, and its disk, VIP and links vanish. Returns the moment the
+/// heartbeats stopped (epoch ms).
+pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
+    let me = std::env::current_exe()?;
+    let data = format!("{RUN}/data");
+    let out = lab.in_node(n, &[me.to_str().context("path")?, "fs-shutdown", &data])?;
+    if !out.status.success() {
+        bail!(
+            "power cut of {n}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let daemon = lab.daemon_pid(n).context("power cut: no daemon pid")?;
+    let mysqld = lab.mysqld_pid(n);
+    let t = now_ms();
+    // The daemon's process group: commands it was running die with it.
+    signal(-daemon, libc::SIGKILL);
+    if let Some(p) = mysqld {
+        signal(p, libc::SIGKILL);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the power-cut node's processes to die",
+        || gone(daemon) && mysqld.is_none_or(gone),
+    )?;
+    // What vanishes with the machine: the mount, the disk, the address, the cables.
+    let mnt = format!("--mount={RUN}/mnt-ns");
+    run_ok(&["nsenter", &mnt, "umount", &data], 30)?;
+    let link = n.dir().join("disk");
+    if let Ok(dev) = std::fs::read_link(&link) {
+        run_ok(&["losetup", "-d", dev.to_str().context("path")?], 10)?;
+        std::fs::remove_file(&link)?;
+    }
+    let ns = n.ns();
+    if lab.holds_vip(n) {
+        run_ok(
+            &[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "del",
+                &format!("{VIP}/24"),
+                "dev",
+                "lan0",
+            ],
+            5,
+        )?;
+    }
+    set_link(n, "hb0", false)?;
+    set_link(n, "lan0", false)?;
+    Ok(t)
+}
+
+/// Power back on: cables in, daemon started (it finds nothing held and joins as standby).
+pub fn power_on(lab: &Lab, n: Node) -> Result<()> {
+    set_link(n, "hb0", true)?;
+    set_link(n, "lan0", true)?;
+    lab.ctl(&["start-daemon", n.letter()])?;
+    Ok(())
+}
+
+pub fn set_link(n: Node, dev: &str, up: bool) -> Result<()> {
+    run_ok(
+        &[
+            "ip",
+            "-n",
+            &n.ns(),
+            "link",
+            "set",
+            dev,
+            if up { "up" } else { "down" },
+        ],
+        5,
+    )
+}
+
+/// Cuts the node off from everything: the heartbeat cable and its switch port (the bridge
+/// side of its LAN veth). Both daemons keep running.
+pub fn isolate(n: Node, cut: bool) -> Result<()> {
+    set_link(n, "hb0", !cut)?;
+    let port = format!("{n}-lan");
+    run_ok(
+        &[
+            "ip",
+            "-n",
+            "tblab-br",
+            "link",
+            "set",
+            &port,
+            if cut { "down" } else { "up" },
+        ],
+        5,
+    )
+}
+
+pub fn kill_daemon(lab: &Lab, n: Node) -> Result<i64> {
+    let pid = lab.daemon_pid(n).context("no daemon pid")?;
+    let t = now_ms();
+    signal(pid, libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "the daemon to die", || gone(pid))?;
+    Ok(t)
+}
+
+pub fn kill_mysqld(lab: &Lab, n: Node) -> Result<i64> {
+    let pid = lab.mysqld_pid(n).context("no mariadbd pid")?;
+    let t = now_ms();
+    signal(pid, libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "mariadbd to die", || gone(pid))?;
+    Ok(t)
+}
+
+pub fn pause_daemon(lab: &Lab, n: Node, stop: bool) -> Result<i64> {
+    let pid = lab.daemon_pid(n).context("no daemon pid")?;
+    let t = now_ms();
+    signal(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+    Ok(t)
+}

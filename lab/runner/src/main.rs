@@ -1,0 +1,92 @@
+//! `twinbeat-lab`: the namespace lab's own tools. Lab only: it drives and measures the lab that
+//! `lab/demo.sh` brings up, and is never installed on a database server.
+//!
+//! - `writer`: the client. Runs in the client namespace, inserts a row every few ms through the
+//!   VIP and logs every acknowledged and every in-doubt write; an ICMP prober beside it logs
+//!   when the VIP stops and starts answering.
+//! - `fs-shutdown DIR`: the power-cut half that must run inside the lab's mount namespace.
+//! - `run`: the failover scenarios, with checks and figures (human summary + JSON).
+
+mod checks;
+mod clientlog;
+mod daemonlog;
+mod faults;
+mod icmp;
+mod lab;
+mod report;
+mod sampler;
+mod scenarios;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "twinbeat-lab",
+    about = "the twinbeat namespace lab's client and scenario runner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The lab client: run it in the client namespace (VIP and MYSQL_PWD in the environment).
+    Writer {
+        /// Where acked.log, indoubt.log and vip.log go.
+        logdir: PathBuf,
+        /// Stops as soon as this file exists.
+        stopfile: PathBuf,
+        /// Stops by itself after this many seconds.
+        max_seconds: u64,
+        /// Pause between two writes.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+    },
+    /// Shut the ext4 filesystem at DIR down without flushing its journal (EXT4_IOC_SHUTDOWN,
+    /// NOLOGFLUSH): from then on nothing more reaches the disk, as in a power cut.
+    FsShutdown { dir: PathBuf },
+    /// Run failover scenarios against the running lab (sudo lab/scenarios.sh wraps bring-up,
+    /// this and tear-down).
+    Run {
+        /// Which scenarios, e.g. 1,3,5 (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<u8>,
+        /// Trials of each scenario; figures are medians over them.
+        #[arg(long, default_value_t = 1)]
+        trials: u32,
+        /// Where the JSON report goes.
+        #[arg(long, default_value = "lab/build/scenarios.json")]
+        json: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Writer {
+            logdir,
+            stopfile,
+            max_seconds,
+            interval_ms,
+        } => writer::main(&logdir, &stopfile, max_seconds, interval_ms),
+        Cmd::FsShutdown { dir } => faults::fs_shutdown(&dir),
+        Cmd::Run {
+            scenarios,
+            trials,
+            json,
+        } => scenarios::main(&scenarios, trials, &json),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("twinbeat-lab: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
