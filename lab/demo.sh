@@ -2,7 +2,8 @@
 # demo.sh — bring the whole namespace lab up: two twinbeat nodes serving MariaDB on a shared
 # (DRBD stand-in) ext4 image, a replica following the VIP, and a client writing through it.
 # Usage: sudo lab/demo.sh        (tear down with: sudo lab/down.sh)
-# Env: WRITER_HOURS (default 4) bounds the client writer.
+# Env: WRITER_HOURS (default 4) bounds the client writer; LAB_DEADTIME_MS / LAB_WARNTIME_MS run
+#      the pair with other timings than lab/conf's (e.g. the reference config's 1000 / 500).
 set -euo pipefail
 # shellcheck source=lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -59,7 +60,19 @@ mkdir -p "$RUN" "$LOGS"
 mount --bind "$RUN" "$RUN"
 mount --make-private "$RUN"
 mkdir -p "$RUN/secrets" "$DATA" "$RUN/replica" "$(node_dir a)/state" "$(node_dir b)/state"
-ln -s "$LAB/conf" "$RUN/conf"
+if [[ -n ${LAB_DEADTIME_MS:-}${LAB_WARNTIME_MS:-} ]]; then
+    # Other timings for this run only (e.g. the reference config's 1000/500 ms): copies of the
+    # committed configs with the [timing] values replaced.
+    mkdir "$RUN/conf"
+    cp "$LAB/conf/"* "$RUN/conf/"
+    for f in "$RUN"/conf/twinbeat-*.toml; do
+        [[ -z ${LAB_DEADTIME_MS:-} ]] || sed -i "s/^deadtime-ms = .*/deadtime-ms = $LAB_DEADTIME_MS/" "$f"
+        [[ -z ${LAB_WARNTIME_MS:-} ]] || sed -i "s/^warntime-ms = .*/warntime-ms = $LAB_WARNTIME_MS/" "$f"
+    done
+    log "timings for this run: $(grep -h -E '^(deadtime|warntime)-ms' "$RUN/conf/twinbeat-a.toml" | tr '\n' ' ')"
+else
+    ln -s "$LAB/conf" "$RUN/conf"
+fi
 ln -s "$LAB/bin" "$RUN/bin"
 ln -s "$LOGS" "$RUN/logs"
 ln -s "$IMAGE" "$RUN/disk.img"

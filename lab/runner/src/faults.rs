@@ -68,7 +68,18 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
     )?;
     // What vanishes with the machine: the mount, the disk, the address, the cables.
     let mnt = format!("--mount={RUN}/mnt-ns");
-    run_ok(&["nsenter", &mnt, "umount", &data], 30)?;
+    // The dead mariadbd's in-flight asynchronous I/O lets go of its files a moment after the
+    // process is gone, so the unmount may be refused as busy for a little while.
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(10),
+        "the power-cut node's mount to let go",
+        || {
+            last = run_ok(&["nsenter", &mnt, "umount", &data], 30).err();
+            last.is_none()
+        },
+    )
+    .map_err(|e| e.context(format!("{last:?}")))?;
     let link = n.dir().join("disk");
     if let Ok(dev) = std::fs::read_link(&link) {
         run_ok(&["losetup", "-d", dev.to_str().context("path")?], 10)?;
