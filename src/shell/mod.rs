@@ -119,13 +119,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     w.jobs
         .send(Job::ProbeAll)
         .map_err(|_| ShellError::WorkerGone)?;
-    let held = loop {
-        match w.reports.recv().await {
-            Some(Report::Probed { held }) => break held,
-            Some(_) => continue,
-            None => return Err(ShellError::WorkerGone),
-        }
-    };
+    let (held, early) = worker::await_probe(&mut w.reports)
+        .await
+        .ok_or(ShellError::WorkerGone)?;
     tracing::info!(held = format!("{held:#x}"), "probed resources");
 
     let links = Links::open(&cfg)?;
@@ -160,6 +156,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     let watchdog = watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
+    for r in early {
+        d.on_report(&mut node, r, now());
+    }
     notify(&[sd_notify::NotifyState::Ready]);
     d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
 

@@ -23,6 +23,22 @@ pub enum Job {
     Announce,
 }
 
+/// Waits for the start-up probe's answer and keeps every other report that came first: the
+/// disk-state watcher reports only changes, so its first reading (often ready before the probe)
+/// must not be lost, or a node started on an UpToDate DRBD disk never sees it and never takes
+/// over. None when the worker is gone.
+pub async fn await_probe(
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+) -> Option<(u32, Vec<Report>)> {
+    let mut early = Vec::new();
+    loop {
+        match reports.recv().await? {
+            Report::Probed { held } => return Some((held, early)),
+            other => early.push(other),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Report {
     Step {
