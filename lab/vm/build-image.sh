@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $EUID -eq 0 ]] || die "run as root (debootstrap, chroot)"
 
-PACKAGES=linux-image-amd64,drbd-utils,kmod,iproute2,iputils-ping,procps,e2fsprogs,util-linux,psmisc,mariadb-server,mariadb-client,less
+PACKAGES=linux-image-amd64,busybox,drbd-utils,kmod,iproute2,iputils-ping,procps,e2fsprogs,util-linux,psmisc,mariadb-server,mariadb-client,less
 # The initrd only needs to find the root disk; everything else is loaded from the root fs.
 INITRD_MODULES="virtio_pci virtio_blk ext4 crc32c_generic"
 
