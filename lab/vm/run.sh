@@ -18,6 +18,8 @@
 set -euo pipefail
 # shellcheck source=lab/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=lab/vm/scenarios.sh
+source "$VM/scenarios.sh"
 [[ $EUID -eq 0 ]] || die "run as root: sudo $0"
 
 if [[ ${1:-} == down ]]; then
@@ -144,8 +146,11 @@ until (($(vmc c 10 'tbctl acked-count' 2>/dev/null || echo 0) >= 5)); do
 done
 log "client writes through the VIP: $(vmc c 10 'tbctl acked-count') acknowledged"
 
+KILLED=
 for s in "${SCENARIOS[@]}"; do
     [[ $s == up ]] && continue
+    t=$SECONDS
     "scenario_$s"
+    fig "scenario $s took" "$((SECONDS - t)) s"
 done
 log "SUMMARY image ${IMAGE_S}s, boot (3 guests in parallel) ${BOOTALL_S}s [a ${BOOT_S[a]} b ${BOOT_S[b]} c ${BOOT_S[c]}], total $((SECONDS - T_START))s"
