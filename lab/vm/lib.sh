@@ -94,6 +94,9 @@ boot() {
     args+=(-netdev "tap,id=lan,ifname=tap-$g,script=no,downscript=no"
         -device "virtio-net-pci,netdev=lan,mac=52:54:00:00:0$n:03")
     : >>"$LOGS/$g-ttyS1.log"
+    # A fresh console log per boot: the ready and command markers of an earlier boot must not
+    # match (the ttyS1 log is kept whole: the scenarios read it across reboots).
+    [[ ! -e $LOGS/$g-console.log ]] || mv "$LOGS/$g-console.log" "$LOGS/$g-console.$(date +%s).log"
     # shellcheck disable=SC2016  # $$ belongs to the inner shell
     setsid nice -n 19 timeout --signal=KILL "$QEMU_MAX_S" \
         nsenter --net="/run/netns/$NETNS" \
