@@ -42,47 +42,60 @@ fn gone(pid: i32) -> bool {
 
 /// The whole node loses power (LAB.md): its filesystem stops taking writes without flushing
 /// the journal, its processes die, and its disk, VIP and links vanish. Returns the moment the
-/// heartbeats stopped (epoch ms).
+/// heartbeats stopped (epoch ms). Works on an active or a standby node.
 pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
-    let me = std::env::current_exe()?;
     let data = format!("{RUN}/data");
-    let out = lab.in_node(n, &[me.to_str().context("path")?, "fs-shutdown", &data])?;
-    if !out.status.success() {
-        bail!(
-            "power cut of {n}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let link = n.dir().join("disk");
+    let dev = std::fs::read_link(&link).ok();
+    let mounted_here = dev
+        .as_ref()
+        .is_some_and(|d| mount_source(&data).as_deref() == Some(d));
+    if mounted_here {
+        let me = std::env::current_exe()?;
+        let out = lab.in_node(n, &[me.to_str().context("path")?, "fs-shutdown", &data])?;
+        if !out.status.success() {
+            bail!(
+                "power cut of {n}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
-    let daemon = lab.daemon_pid(n).context("power cut: no daemon pid")?;
+    let daemon = lab.daemon_pid(n);
     let mysqld = lab.mysqld_pid(n);
     let t = now_ms();
     // The daemon's process group: commands it was running die with it.
-    signal(-daemon, libc::SIGKILL);
+    if let Some(p) = daemon {
+        signal(-p, libc::SIGKILL);
+    }
     if let Some(p) = mysqld {
         signal(p, libc::SIGKILL);
     }
     wait_until(
         Duration::from_secs(10),
         "the power-cut node's processes to die",
-        || gone(daemon) && mysqld.is_none_or(gone),
+        || daemon.is_none_or(gone) && mysqld.is_none_or(gone),
     )?;
     // What vanishes with the machine: the mount, the disk, the address, the cables.
-    let mnt = format!("--mount={RUN}/mnt-ns");
-    // The dead mariadbd's in-flight asynchronous I/O lets go of its files a moment after the
-    // process is gone, so the unmount may be refused as busy for a little while.
-    let mut last = None;
-    wait_until(
-        Duration::from_secs(10),
-        "the power-cut node's mount to let go",
-        || {
-            last = run_ok(&["nsenter", &mnt, "umount", &data], 30).err();
-            last.is_none()
-        },
-    )
-    .map_err(|e| e.context(format!("{last:?}")))?;
-    let link = n.dir().join("disk");
-    if let Ok(dev) = std::fs::read_link(&link) {
-        run_ok(&["losetup", "-d", dev.to_str().context("path")?], 10)?;
+    if mounted_here {
+        let mnt = format!("--mount={RUN}/mnt-ns");
+        // The dead mariadbd's in-flight asynchronous I/O lets go of its files a moment after
+        // the process is gone, so the unmount may be refused as busy for a little while.
+        let mut last = None;
+        wait_until(
+            Duration::from_secs(10),
+            "the power-cut node's mount to let go",
+            || {
+                last = run_ok(&["nsenter", &mnt, "umount", &data], 30).err();
+                last.is_none()
+            },
+        )
+        .map_err(|e| e.context(format!("{last:?}")))?;
+    }
+    if let Some(dev) = dev {
+        if let Some(dev) = dev.to_str().filter(|d| d.starts_with("/dev/loop")) {
+            // A rolled-back attempt may already have detached it.
+            let _ = run_ok(&["losetup", "-d", dev], 10);
+        }
         std::fs::remove_file(&link)?;
     }
     let ns = n.ns();
@@ -104,6 +117,87 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
     set_link(n, "hb0", false)?;
     set_link(n, "lan0", false)?;
     Ok(t)
+}
+
+/// The device mounted on `dir` in the lab's mount namespace, if any.
+fn mount_source(dir: &str) -> Option<std::path::PathBuf> {
+    let mnt = format!("--mount={RUN}/mnt-ns");
+    let out = crate::lab::run_quiet(
+        &[
+            "nsenter",
+            &mnt,
+            "findmnt",
+            "-n",
+            "-o",
+            "SOURCE",
+            "--mountpoint",
+            dir,
+        ],
+        10,
+    )
+    .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!s.is_empty()).then(|| s.into())
+}
+
+/// Drops the node's outgoing heartbeats (UDP 694) on one interface: all of them, or about
+/// `percent` of them at random. One direction only; `name` is the nftables table to undo.
+pub fn drop_heartbeats(n: Node, iface: &str, percent: u8, name: &str) -> Result<()> {
+    let net = format!("--net=/run/netns/{}", n.ns());
+    let nft = |args: &[&str]| {
+        let mut argv = vec!["nsenter", &net, "nft"];
+        argv.extend_from_slice(args);
+        run_ok(&argv, 5)
+    };
+    nft(&["add", "table", "inet", name])?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        name,
+        "out",
+        "{ type filter hook output priority 0; }",
+    ])?;
+    let mut rule = vec![
+        "add", "rule", "inet", name, "out", "oifname", iface, "udp", "dport", "694",
+    ];
+    let pct = percent.to_string();
+    if percent < 100 {
+        rule.extend_from_slice(&["numgen", "random", "mod", "100", "<", &pct]);
+    }
+    rule.push("drop");
+    nft(&rule)
+}
+
+pub fn undo_drop(n: Node, name: &str) -> Result<()> {
+    let net = format!("--net=/run/netns/{}", n.ns());
+    run_ok(
+        &["nsenter", &net, "nft", "delete", "table", "inet", name],
+        5,
+    )
+}
+
+pub fn pause_mysqld(lab: &Lab, n: Node, stop: bool) -> Result<()> {
+    let pid = lab.mysqld_pid(n).context("no mariadbd pid")?;
+    signal(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+    Ok(())
+}
+
+/// Takes the node's switch port down or up (the bridge side of its LAN veth).
+pub fn set_port(n: Node, up: bool) -> Result<()> {
+    let port = format!("{n}-lan");
+    run_ok(
+        &[
+            "ip",
+            "-n",
+            "tblab-br",
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ],
+        5,
+    )
 }
 
 /// Power back on: cables in, daemon started (it finds nothing held and joins as standby).
@@ -129,23 +223,11 @@ pub fn set_link(n: Node, dev: &str, up: bool) -> Result<()> {
     )
 }
 
-/// Cuts the node off from everything: the heartbeat cable and its switch port (the bridge
-/// side of its LAN veth). Both daemons keep running.
+/// Cuts the node off from everything: the heartbeat cable and its switch port. Both daemons
+/// keep running.
 pub fn isolate(n: Node, cut: bool) -> Result<()> {
     set_link(n, "hb0", !cut)?;
-    let port = format!("{n}-lan");
-    run_ok(
-        &[
-            "ip",
-            "-n",
-            "tblab-br",
-            "link",
-            "set",
-            &port,
-            if cut { "down" } else { "up" },
-        ],
-        5,
-    )
+    set_port(n, !cut)
 }
 
 pub fn kill_daemon(lab: &Lab, n: Node) -> Result<i64> {

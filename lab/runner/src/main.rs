@@ -6,7 +6,9 @@
 //!   when the VIP stops and starts answering.
 //! - `fs-shutdown DIR`: the power-cut half that must run inside the lab's mount namespace.
 //! - `run`: the failover scenarios, with checks and figures (human summary + JSON).
+//! - `campaign`: randomized fault schedules from a seed (the nemesis), with the same checks.
 
+mod campaign;
 mod checks;
 mod clientlog;
 mod daemonlog;
@@ -63,6 +65,22 @@ enum Cmd {
         #[arg(long, default_value = "lab/build/scenarios.json")]
         json: PathBuf,
     },
+    /// Randomized fault schedules against the running lab (sudo lab/campaign.sh wraps it).
+    Campaign {
+        /// Every run's schedule follows from this seed and the run number.
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        /// Replay only this run of the seed.
+        #[arg(long)]
+        only: Option<u32>,
+        /// At most this many faults per run.
+        #[arg(long, default_value_t = 3)]
+        max_faults: u32,
+        #[arg(long, default_value = "lab/build/campaign.json")]
+        json: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +98,13 @@ fn main() -> ExitCode {
             trials,
             json,
         } => scenarios::main(&scenarios, trials, &json),
+        Cmd::Campaign {
+            seed,
+            runs,
+            only,
+            max_faults,
+            json,
+        } => campaign::main(seed, runs, only, max_faults, &json),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

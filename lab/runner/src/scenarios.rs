@@ -36,17 +36,35 @@ const OUTAGE_MS: i64 = 300;
 /// (systemd/twinbeat.service).
 const SYSTEMD_RESTART_SEC: Duration = Duration::from_secs(2);
 
-struct Ctx {
-    lab: Lab,
-    keepalive: i64,
-    deadtime: i64,
-    initdead: i64,
-    restart_limit: i64,
-    restart_window: i64,
+pub(crate) struct Ctx {
+    pub lab: Lab,
+    pub keepalive: i64,
+    pub deadtime: i64,
+    pub initdead: i64,
+    pub restart_limit: i64,
+    pub restart_window: i64,
+}
+
+impl Ctx {
+    /// The running lab, with the timings and limits its daemons were started with.
+    pub fn new() -> Result<Ctx> {
+        let lab = Lab::new()?;
+        let st = lab
+            .status(Node::A)
+            .context("node a does not answer `twinbeat status`; is the lab up?")?;
+        let [keepalive, deadtime, initdead, restart_limit, restart_window] = read_config(&st)?;
+        Ok(Ctx {
+            lab,
+            keepalive,
+            deadtime,
+            initdead,
+            restart_limit,
+            restart_window,
+        })
+    }
 }
 
 pub fn main(which: &[u8], trials: u32, json: &Path) -> Result<bool> {
-    let lab = Lab::new()?;
     let which: Vec<u8> = if which.is_empty() {
         (1..=7).collect()
     } else {
@@ -55,18 +73,7 @@ pub fn main(which: &[u8], trials: u32, json: &Path) -> Result<bool> {
     if let Some(bad) = which.iter().find(|s| !(1..=7).contains(*s)) {
         bail!("no scenario {bad}; the scenarios are 1 to 7");
     }
-    let st = lab
-        .status(Node::A)
-        .context("node a does not answer `twinbeat status`; is the lab up?")?;
-    let [keepalive, deadtime, initdead, restart_limit, restart_window] = read_config(&st)?;
-    let cx = Ctx {
-        lab,
-        keepalive,
-        deadtime,
-        initdead,
-        restart_limit,
-        restart_window,
-    };
+    let cx = Ctx::new()?;
     healthy(&cx).context("the lab is not healthy before the first scenario")?;
     let idle = idle_footprint(&cx.lab, Duration::from_secs(10))?;
     let mut outcomes = Vec::new();
@@ -119,7 +126,7 @@ pub fn main(which: &[u8], trials: u32, json: &Path) -> Result<bool> {
     Ok(passed)
 }
 
-fn clock() -> String {
+pub(crate) fn clock() -> String {
     let ms = now_ms();
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -186,7 +193,7 @@ fn peer_alive_on_all_links(st: &Value) -> bool {
 }
 
 /// Waits (bounded) for the steady state every scenario starts from and ends in.
-fn healthy(cx: &Ctx) -> Result<(Node, Node)> {
+pub(crate) fn healthy(cx: &Ctx) -> Result<(Node, Node)> {
     let lab = &cx.lab;
     let mut why = String::new();
     let mut found = None;
@@ -324,7 +331,7 @@ fn client_figures(cx: &Ctx, t: i64, o: &mut Outcome, prefix: &str) -> Result<()>
 }
 
 /// The checks every scenario ends with.
-fn final_checks(cx: &Ctx, samples: &Samples, o: &mut Outcome) -> Result<()> {
+pub(crate) fn final_checks(cx: &Ctx, samples: &Samples, o: &mut Outcome) -> Result<()> {
     o.check(
         "never two VIP holders",
         samples.both_vip.is_empty(),
@@ -397,7 +404,7 @@ fn wait_active_with_vip(cx: &Ctx, n: Node, limit: Duration) -> Result<()> {
     )
 }
 
-fn wait_ack_after(cx: &Ctx, t: i64, limit: Duration) -> Result<()> {
+pub(crate) fn wait_ack_after(cx: &Ctx, t: i64, limit: Duration) -> Result<()> {
     wait_until(limit, "a write acknowledged after the fault", || {
         clientlog::acked(&cx.lab.logs)
             .ok()
@@ -406,14 +413,14 @@ fn wait_ack_after(cx: &Ctx, t: i64, limit: Duration) -> Result<()> {
     })
 }
 
-fn describe_changes(cx: &Ctx, n: Node, t: i64) -> Result<Vec<daemonlog::Change>> {
+pub(crate) fn describe_changes(cx: &Ctx, n: Node, t: i64) -> Result<Vec<daemonlog::Change>> {
     Ok(daemonlog::changes(
         &daemonlog::read(&cx.lab.daemon_log(n))?,
         t,
     ))
 }
 
-fn changes_text(ch: &[daemonlog::Change], t: i64) -> String {
+pub(crate) fn changes_text(ch: &[daemonlog::Change], t: i64) -> String {
     if ch.is_empty() {
         return "no state change".into();
     }
