@@ -21,7 +21,7 @@ fi
 # no network. iproute2 (ip netns), util-linux (nsenter, losetup, mount) and ping build and
 # probe the network-namespace tests; e2fsprogs and MariaDB serve the resource executor tests
 # (a real ext4 on a loop device, a real mariadbd).
-packages=(iproute2 util-linux iputils-ping e2fsprogs mariadb-server mariadb-client)
+packages=(iproute2 util-linux iputils-ping e2fsprogs mariadb-server mariadb-client nftables)
 [ ${#packages[@]} -eq 0 ] || {
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -65,6 +65,12 @@ if [ "${LAB_SCENARIOS:-all}" != none ]; then
     lab_args=()
     [ "${LAB_SCENARIOS:-all}" = all ] || lab_args=(--scenarios "$LAB_SCENARIOS")
     lab/scenarios.sh "${lab_args[@]}" --json lab/build/scenarios-ci.json
+fi
+
+step "the nemesis: a small fixed-seed campaign of randomized fault schedules"
+# Replay any run with: sudo lab/campaign.sh --seed 20261202 --only N. LAB_CAMPAIGN_RUNS=0 skips.
+if [ "${LAB_CAMPAIGN_RUNS:-4}" != 0 ] && [ "${LAB_SCENARIOS:-all}" != none ]; then
+    lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --json lab/build/campaign-ci.json
 fi
 
 echo
