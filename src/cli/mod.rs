@@ -8,6 +8,7 @@
 mod check;
 mod client;
 mod handoff;
+mod history;
 mod run;
 mod status;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Takeover(handoff::HandoffArgs),
     /// Stop acting while still observing (`on`), or probe and resume (`off`).
     Maintenance(handoff::MaintenanceArgs),
+    /// Show the failover history: every takeover, handoff, restart, demotion and drill.
+    History(history::HistoryArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit status.
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standby(args) => handoff::standby(&args),
         Command::Takeover(args) => handoff::takeover(&args),
         Command::Maintenance(args) => handoff::maintenance(&args),
+        Command::History(args) => history::run(&args),
     }
 }
