@@ -71,6 +71,8 @@ impl Kind {
 /// The part of a drill report kept in the history (the full report goes to `--json FILE`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrillSummary {
+    /// When the drill started (Unix ms): the minimum-interval check reads it.
+    pub unix_ms: u64,
     pub passed: bool,
     /// The node that held the service at the start, and where it went.
     pub from_node: String,
