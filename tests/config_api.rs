@@ -177,3 +177,48 @@ fn garbage_never_panics_and_always_reports() {
         }
     }
 }
+
+#[test]
+fn drill_section_defaults_and_errors() {
+    let text = example("drill");
+    let c = Config::from_source(&text, Path::new("t.toml"), Some("db-a")).unwrap();
+    let d = c.drill.expect("the reference config has [drill]");
+    assert_eq!(
+        (d.database.as_str(), d.table.as_str()),
+        ("twinbeat_drill", "canary")
+    );
+    assert_eq!(d.min_interval_ms, 86_400_000);
+    assert_eq!(
+        d.endpoint,
+        twinbeat::config::MysqlEndpoint::Tcp {
+            host: "203.0.113.10".into(),
+            port: 3306
+        }
+    );
+    let head = text.split("\n[drill]").next().unwrap().to_string();
+    assert!(
+        Config::from_source(&head, Path::new("t.toml"), Some("db-a"))
+            .unwrap()
+            .drill
+            .is_none()
+    );
+    let bad = format!(
+        "{head}\n[drill]\nsocket = \"run/x.sock\"\nport = 3306\ntable = \"x;drop\"\nmax-write-gap-ms = 0\n"
+    );
+    let e = errors(&bad).join("\n");
+    assert!(
+        e.contains("drill.socket: `run/x.sock` is a relative path"),
+        "{e}"
+    );
+    assert!(e.contains("drill.port: `port` applies to `host`"), "{e}");
+    assert!(
+        e.contains("drill.table: `x;drop` is not a plain identifier"),
+        "{e}"
+    );
+    assert!(
+        e.contains("drill.max-write-gap-ms: must be greater than 0"),
+        "{e}"
+    );
+    let e = errors(&format!("{head}\n[drill]\nuser = \"u\"\n")).join("\n");
+    assert!(e.contains("drill: missing key `host`"), "{e}");
+}

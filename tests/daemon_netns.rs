@@ -96,6 +96,35 @@ fn two_daemons_move_a_vip_on_standby_on_kill_and_resolve_the_stale_copy() {
     let a_status = lab.status("a").expect("status");
     assert_eq!(a_status.core.term, 3, "takeover after the handoff's term 2");
 
+    // The failover history on a: the cold-start takeover, the handoff to b, the takeover
+    // after b's kill, each one JSON line with wall-clock time, steps and total time.
+    let hist = lab.dir.join("state-a").join("history.jsonl");
+    lab.wait_for("a's history written", Duration::from_secs(3), |_| {
+        std::fs::read_to_string(&hist).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    let text = std::fs::read_to_string(&hist).expect("history.jsonl on a");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object a line");
+            assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+            assert!(v["total_ms"].is_u64() && v["steps"].is_array(), "{l}");
+            v["kind"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["takeover", "handoff", "takeover"], "{text}");
+    let (code, out, _) = run_cli(&lab, "a", &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("last failovers and drills"), "{out}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twinbeat"))
+        .args(["history", "--last", "2", "--state-dir"])
+        .arg(lab.dir.join("state-a"))
+        .output()
+        .expect("twinbeat history runs");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(" handoff releasing -> standby in "), "{out}");
+
     // b's daemon comes back: it adopts the VIP it finds (all resources held), hears a active
     // with a higher term, and releases its stale copy. a keeps the service and re-announces.
     lab.start("b");

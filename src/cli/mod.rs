@@ -7,7 +7,9 @@
 
 mod check;
 mod client;
+mod drill;
 mod handoff;
+mod history;
 mod run;
 mod status;
 
@@ -41,6 +43,11 @@ pub enum Command {
     Takeover(handoff::HandoffArgs),
     /// Stop acting while still observing (`on`), or probe and resume (`off`).
     Maintenance(handoff::MaintenanceArgs),
+    /// A planned switchover to the peer (and back with --and-back), measured, with a canary
+    /// write that must survive; exit 0 pass, 1 fail, 3 refused.
+    Drill(drill::DrillArgs),
+    /// Show the failover history: every takeover, handoff, restart, demotion and drill.
+    History(history::HistoryArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit status.
@@ -52,5 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standby(args) => handoff::standby(&args),
         Command::Takeover(args) => handoff::takeover(&args),
         Command::Maintenance(args) => handoff::maintenance(&args),
+        Command::History(args) => history::run(&args),
+        Command::Drill(args) => drill::run(&args),
     }
 }

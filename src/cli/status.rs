@@ -212,5 +212,14 @@ pub fn render(st: &DaemonStatus) -> String {
             }
         }
     }
+    if !st.history.is_empty() {
+        let _ = writeln!(
+            o,
+            "  last failovers and drills (newest last; all: twinbeat history):"
+        );
+        for e in st.history.iter().rev().take(5).rev() {
+            let _ = writeln!(o, "    {}", e.one_line());
+        }
+    }
     o
 }

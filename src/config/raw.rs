@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub fencing: S<RawFencing>,
     pub failover: S<RawFailover>,
     pub daemon: S<RawDaemon>,
+    pub drill: S<RawDrill>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,4 +185,21 @@ pub struct RawFailover {
 pub struct RawDaemon {
     pub state_dir: S<String>,
     pub control_socket: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDrill {
+    pub host: S<String>,
+    pub port: S<u16>,
+    pub socket: S<String>,
+    pub user: S<String>,
+    pub password_file: S<String>,
+    pub database: S<String>,
+    pub table: S<String>,
+    pub min_interval_ms: S<u64>,
+    pub max_service_gap_ms: S<u64>,
+    pub max_write_gap_ms: S<u64>,
+    pub write_interval_ms: S<u64>,
+    pub write_timeout_ms: S<u64>,
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub failover: Failover,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// `twinbeat drill`'s settings; `None` without a `[drill]` section (drills refuse).
+    pub drill: Option<Drill>,
     /// Non-fatal findings (e.g. a suspicious resource order); the daemon logs them at start.
     pub warnings: Vec<Diagnostic>,
 }
@@ -311,4 +313,25 @@ impl Config {
             preferred: self.failover.preferred_node.unwrap_or(0) == self.this_node,
         }
     }
+}
+
+/// `[drill]`: how `twinbeat drill` writes its canary rows and what it accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drill {
+    /// Where the canary writes go: the VIP (as clients reach the service), or a socket.
+    pub endpoint: MysqlEndpoint,
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    /// Plain identifiers (letters, digits, `_`): they are written into SQL.
+    pub database: String,
+    pub table: String,
+    /// A drill is refused when the last one recorded on this node is more recent than this.
+    pub min_interval_ms: Millis,
+    /// Limits for the verdict, per switch.
+    pub max_service_gap_ms: Millis,
+    pub max_write_gap_ms: Millis,
+    /// One canary write every this often during a switch; each attempt times out after
+    /// `write_timeout_ms` (connect or statement).
+    pub write_interval_ms: Millis,
+    pub write_timeout_ms: Millis,
 }

@@ -185,6 +185,7 @@ pub(crate) fn validate(
     let fencing = fencing(raw, v);
     let failover = failover(raw, v, nodes.as_ref());
     let (state_dir, control_socket) = daemon(raw, v);
+    let drill = drill(raw, v);
     if v.d.has_errors() {
         return None;
     }
@@ -202,6 +203,7 @@ pub(crate) fn validate(
         failover,
         state_dir: state_dir?,
         control_socket: control_socket?,
+        drill,
         warnings: Vec::new(),
     })
 }
@@ -1042,4 +1044,112 @@ fn daemon(raw: &RawConfig, v: &mut Validator) -> (Option<PathBuf>, Option<PathBu
         None => Some(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
     };
     (state_dir, control_socket)
+}
+
+/// A plain SQL identifier: the drill writes database and table names into statements.
+fn identifier(v: &mut Validator, value: &Spanned<String>, path: &str) -> Option<String> {
+    let s = value.get_ref();
+    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        v.d.error(
+            value.span(),
+            path,
+            format!("`{s}` is not a plain identifier"),
+            "use 1 to 64 letters, digits or `_`, e.g. \"twinbeat_drill\"",
+        );
+        None
+    } else {
+        Some(s.clone())
+    }
+}
+
+fn drill(raw: &RawConfig, v: &mut Validator) -> Option<Drill> {
+    let d = raw.drill.as_ref()?;
+    let span = d.span();
+    let d = d.get_ref();
+    let endpoint = match (&d.host, &d.socket) {
+        (Some(_), Some(s)) => {
+            v.d.error(
+                s.span(),
+                "drill.socket",
+                "both `host` and `socket` are set",
+                "keep `host` (the VIP, so the canary sees what clients see) and remove `socket`",
+            );
+            None
+        }
+        (None, None) => {
+            if !v.removed.contains("drill.host") && !v.removed.contains("drill.socket") {
+                v.d.error(
+                    span.clone(),
+                    "drill",
+                    "missing key `host`",
+                    "add `host = \"VIP\"` (the service address clients use), or `socket = \"/path\"`",
+                );
+            }
+            None
+        }
+        (Some(h), None) => v
+            .non_empty(h, "drill.host", "write the VIP, e.g. \"198.51.100.100\"")
+            .map(|host| MysqlEndpoint::Tcp {
+                host,
+                port: d.port.as_ref().map(|p| *p.get_ref()).unwrap_or(3306),
+            }),
+        (None, Some(s)) => {
+            if let Some(p) = &d.port {
+                v.d.error(
+                    p.span(),
+                    "drill.port",
+                    "`port` applies to `host`, not to `socket`",
+                    "remove `port`, or connect with `host`",
+                );
+            }
+            v.abs_path(s, "drill.socket").map(MysqlEndpoint::Socket)
+        }
+    };
+    let user = match &d.user {
+        Some(u) => v.non_empty(u, "drill.user", "write the MySQL user the drill writes as"),
+        None => Some("root".to_string()),
+    };
+    let password_file = match &d.password_file {
+        Some(p) => v.abs_path(p, "drill.password-file").map(Some),
+        None => Some(None),
+    };
+    let database = match &d.database {
+        Some(x) => identifier(v, x, "drill.database"),
+        None => Some("twinbeat_drill".to_string()),
+    };
+    let table = match &d.table {
+        Some(x) => identifier(v, x, "drill.table"),
+        None => Some("canary".to_string()),
+    };
+    let min_interval_ms = d
+        .min_interval_ms
+        .as_ref()
+        .map(|x| *x.get_ref())
+        .unwrap_or(86_400_000);
+    let max_service_gap_ms = v.positive(&d.max_service_gap_ms, 10_000, "drill.max-service-gap-ms");
+    let max_write_gap_ms = v.positive(&d.max_write_gap_ms, 15_000, "drill.max-write-gap-ms");
+    let write_interval_ms = v.positive(&d.write_interval_ms, 50, "drill.write-interval-ms");
+    let write_timeout_ms = v.positive(&d.write_timeout_ms, 1_000, "drill.write-timeout-ms");
+    if let Some(t) = &d.write_timeout_ms {
+        if *t.get_ref() > max_write_gap_ms {
+            v.d.warn(
+                t.span(),
+                "drill.write-timeout-ms",
+                "longer than `max-write-gap-ms`: one stuck write alone exceeds the limit",
+                "keep the write timeout well below the gap limit (default 1000)",
+            );
+        }
+    }
+    Some(Drill {
+        endpoint: endpoint?,
+        user: user?,
+        password_file: password_file?,
+        database: database?,
+        table: table?,
+        min_interval_ms,
+        max_service_gap_ms,
+        max_write_gap_ms,
+        write_interval_ms,
+        write_timeout_ms,
+    })
 }

@@ -18,16 +18,25 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{CommandOutcome, Status};
 use crate::proto::Counters;
 
-const MAX_REQUEST: u64 = 4096;
+use super::history::Entry;
+
+/// Large enough for a drill's history entry; still bounded.
+const MAX_REQUEST: u64 = 64 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "command")]
 pub enum Request {
     Status,
     Standby,
     Takeover,
-    Maintenance { on: bool },
+    Maintenance {
+        on: bool,
+    },
+    /// `twinbeat drill` hands its result to the daemon, the history file's only writer.
+    RecordDrill {
+        entry: Box<Entry>,
+    },
 }
 
 /// Heartbeat figures the shell measures (the core sees only what it needs to decide).
@@ -57,6 +66,9 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     pub core: Status,
     pub heartbeat: HeartbeatStats,
+    /// The newest failover history entries, oldest first (`twinbeat history` shows them all).
+    #[serde(default)]
+    pub history: Vec<Entry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! decisions. Must not decide: every "what now" question goes to `core::Node`.
 
 pub mod control;
+pub mod history;
 pub mod state;
 pub mod worker;
 
@@ -18,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{self, Config};
-use crate::core::{Action, Command, CommandOutcome, CoreParams, Input, Millis, Node, Severity};
+use crate::core::{
+    Action, Command, CommandOutcome, CoreParams, Input, Millis, Node, Severity, Transition,
+};
 use crate::net::heartbeat::Links;
 use crate::proto::{self, Keyring, Receiver, Sender};
 use crate::resources;
@@ -70,6 +73,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         tracing::warn!("{w}");
     }
     let mut state = state::StateDir::open_and_boot(&cfg.state_dir)?;
+    let state_dir_path = cfg.state_dir.clone();
     let persisted = state.get();
     tracing::info!(
         node = %cfg.this().name,
@@ -145,6 +149,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         shutdown_id: None,
         suppressed_rejects: 0,
         last_reject_log: None,
+        history: history::Writer::start(state_dir_path.clone()),
+        last_transition: None,
     };
 
     let sig =
@@ -196,6 +202,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
             }
         }
         let done = d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
+        d.record_history(&node);
         if done {
             break;
         }
@@ -221,9 +228,33 @@ struct Driver {
     shutdown_id: Option<u64>,
     suppressed_rejects: u64,
     last_reject_log: Option<Millis>,
+    history: history::Writer,
+    /// The newest core transition already looked at for the history.
+    last_transition: Option<Transition>,
 }
 
 impl Driver {
+    /// Appends every new plan-ending transition (one with a total time) to the history.
+    fn record_history(&mut self, node: &Node) {
+        if node.transitions().next_back() == self.last_transition.as_ref() {
+            return;
+        }
+        let all: Vec<Transition> = node.transitions().cloned().collect();
+        let name = self.cfg.this().name.clone();
+        for t in history::new_since(&all, self.last_transition.as_ref()) {
+            if t.total_ms.is_some() {
+                let e = history::Entry::from_transition(
+                    &name,
+                    node.term(),
+                    t,
+                    std::time::SystemTime::now(),
+                );
+                self.history.record(e);
+            }
+        }
+        self.last_transition = all.last().cloned();
+    }
+
     fn on_datagram(
         &mut self,
         node: &mut Node,
@@ -349,6 +380,7 @@ impl Driver {
                         counters: receiver.counters().clone(),
                         ..self.hb.clone()
                     },
+                    history: self.history.recent(),
                 };
                 let _ = inc.reply.send(Response::Status(Box::new(st)));
                 return;
@@ -356,6 +388,15 @@ impl Driver {
             Request::Standby => Command::Standby,
             Request::Takeover => Command::Takeover,
             Request::Maintenance { on } => Command::Maintenance { on },
+            Request::RecordDrill { mut entry } => {
+                entry.node = self.cfg.this().name.clone();
+                self.history.record(*entry);
+                let _ = inc.reply.send(Response::Outcome(CommandOutcome::Done {
+                    message: "recorded in the history".into(),
+                    gap_ms: None,
+                }));
+                return;
+            }
         };
         let id = self.next_id;
         self.next_id += 1;

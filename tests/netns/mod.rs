@@ -116,6 +116,12 @@ impl Lab {
 
     /// As `write_configs`, with this deadtime (warntime is half of it).
     pub fn write_configs_timed(&self, deadtime_ms: u64, extra: &str) {
+        self.write_configs_with(deadtime_ms, "", extra);
+    }
+
+    /// As `write_configs_timed`, with `[[resource]]` tables (`before_vip`, per node: `{who}`
+    /// is replaced by a or b) taken over before the VIP.
+    pub fn write_configs_with(&self, deadtime_ms: u64, before_vip: &str, extra: &str) {
         let key = self.dir.join("authkey");
         std::fs::write(&key, "1 0123456789abcdef0123456789abcdef\n").expect("key");
         set_mode(&key, 0o600);
@@ -155,6 +161,7 @@ initdead-ms = {initdead}
 key-file = "{key}"
 keys = [1]
 
+{before}
 [[resource]]
 name = "vip"
 kind = "vip"
@@ -174,6 +181,7 @@ control-socket = "{dir}/control-{who}.sock"
                 dir = self.dir.display(),
                 warn = deadtime_ms / 2,
                 initdead = deadtime_ms.max(2_000),
+                before = before_vip.replace("{who}", who),
             );
             std::fs::write(self.config(who), cfg).expect("config");
         }

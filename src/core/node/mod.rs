@@ -310,6 +310,12 @@ impl Node {
         self.term
     }
 
+    /// The last transitions (as in `Status::transitions`), oldest first. Read-only: the shell
+    /// uses it to append the ones that end a plan to the failover history.
+    pub fn transitions(&self) -> impl DoubleEndedIterator<Item = &Transition> {
+        self.transitions.iter()
+    }
+
     pub fn held(&self) -> u32 {
         self.held
     }
