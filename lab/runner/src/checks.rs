@@ -96,20 +96,8 @@ pub fn data(lab: &Lab) -> Result<DataCheck> {
 
 /// SHOW SLAVE STATUS as field → value.
 pub fn replica_status() -> Result<HashMap<String, String>> {
-    let sock = format!("{}/replica/mysqld.sock", crate::lab::RUN);
-    let out = run_quiet(
-        &[
-            "mariadb",
-            "-S",
-            &sock,
-            "-u",
-            "root",
-            "--connect-timeout=2",
-            "-e",
-            "SHOW SLAVE STATUS\\G",
-        ],
-        10,
-    )?;
+    // With field names: the vertical format without -N.
+    let out = crate::lab::replica_query(&["-e", "SHOW SLAVE STATUS\\G"])?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {

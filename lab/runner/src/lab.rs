@@ -187,24 +187,19 @@ impl Lab {
 
     /// A query on the replica over its local socket, as root.
     pub fn sql_replica(&self, sql: &str) -> Result<String> {
-        let sock = format!("{RUN}/replica/mysqld.sock");
-        let out = run_quiet(
-            &[
-                "mariadb",
-                "-S",
-                &sock,
-                "-u",
-                "root",
-                "--connect-timeout=2",
-                "-N",
-                "-B",
-                "-e",
-                sql,
-            ],
-            30,
-        )?;
-        ok_stdout(out, "query on the replica")
+        ok_stdout(
+            replica_query(&["-N", "-B", "-e", sql])?,
+            "query on the replica",
+        )
     }
+}
+
+/// The mariadb client on the replica's local socket, as root, with these arguments.
+pub fn replica_query(args: &[&str]) -> Result<Output> {
+    let sock = format!("{RUN}/replica/mysqld.sock");
+    let mut argv = vec!["mariadb", "-S", &sock, "-u", "root", "--connect-timeout=2"];
+    argv.extend_from_slice(args);
+    run_quiet(&argv, 30)
 }
 
 fn ok_stdout(out: Output, what: &str) -> Result<String> {
