@@ -222,3 +222,44 @@ fn drill_section_defaults_and_errors() {
     let e = errors(&format!("{head}\n[drill]\nuser = \"u\"\n")).join("\n");
     assert!(e.contains("drill: missing key `host`"), "{e}");
 }
+
+#[test]
+fn drill_replicas_parse_with_default_port_and_refuse_junk() {
+    let text = example("drill");
+    let d = Config::from_source(&text, Path::new("t.toml"), Some("db-a"))
+        .unwrap()
+        .drill
+        .unwrap();
+    let shown: Vec<String> = d.replicas.iter().map(|r| r.to_string()).collect();
+    assert_eq!(shown, ["203.0.113.30:3306"]);
+    assert_eq!(d.max_replica_catchup_ms, 30_000);
+    let head = text.split("\n[drill]").next().unwrap().to_string();
+    let ok = format!(
+        "{head}\n[drill]\nhost = \"203.0.113.10\"\nreplicas = [\"replica-1\", \"[2001:db8::30]:3307\", \"198.51.100.30\"]\n"
+    );
+    let d = Config::from_source(&ok, Path::new("t.toml"), Some("db-a"))
+        .unwrap()
+        .drill
+        .unwrap();
+    let shown: Vec<String> = d.replicas.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "replica-1:3306",
+            "[2001:db8::30]:3307",
+            "198.51.100.30:3306"
+        ]
+    );
+    let bad = format!(
+        "{head}\n[drill]\nhost = \"203.0.113.10\"\nreplicas = [\"db:0\", \"a b\", \"\"]\nmax-replica-catchup-ms = 0\n"
+    );
+    let e = errors(&bad).join("\n");
+    for want in [
+        "drill.replicas[0]: `db:0` is not HOST or HOST:PORT",
+        "drill.replicas[1]: `a b` is not HOST or HOST:PORT",
+        "drill.replicas[2]: `` is not HOST or HOST:PORT",
+        "drill.max-replica-catchup-ms: must be greater than 0",
+    ] {
+        assert!(e.contains(want), "want {want:?} in:\n{e}");
+    }
+}

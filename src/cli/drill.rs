@@ -11,7 +11,11 @@
 //! Pre-checks (any failure refuses, exit 3, nothing changed): the daemon answers; one node
 //! active, the other standby; the peer heard on every link; both disks `UpToDate` (or
 //! `NotReplicated` without DRBD); no handoff running; no drill recorded on this node within
-//! `min-interval-ms`; the canary write and read work. A switch that fails midway stops the
+//! `min-interval-ms`; the canary write and read work; every `[drill] replicas` entry
+//! replicates the canary within `max-replica-catchup-ms`. Per switch the report has the
+//! daemon's service gap, the canary's write gap, the VIP gap (TCP connects to the MySQL port
+//! every 20 ms) and, per replica, the time until it replicated the first row the new primary
+//! acknowledged (reconnection plus catch-up; it must also hold every acknowledged row). A switch that fails midway stops the
 //! drill (no way back is attempted) and waits until a node is active again; if none is, it asks
 //! this node to take over. Exit status: 0 pass, 1 fail, 3 refused.
 
@@ -26,7 +30,7 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
 use super::client::Target;
-use crate::config::{self, Config, Drill, MysqlEndpoint};
+use crate::config::{self, Config, Drill, MysqlEndpoint, Replica};
 use crate::core::{CommandOutcome, DiskState, Millis, NodeState, PeerView};
 use crate::shell::control::{self, DaemonStatus, Request, Response};
 use crate::shell::history::{self, DrillSummary, Entry, Kind};
@@ -63,6 +67,11 @@ pub struct Switch {
     pub service_gap_ms: Option<Millis>,
     /// Longest time between two acknowledged canary writes around the switch.
     pub write_gap_ms: Millis,
+    /// Longest time the VIP accepted no TCP connection on the MySQL port (probed every
+    /// 20 ms); `None` when the drill writes through a socket.
+    pub vip_gap_ms: Option<Millis>,
+    /// Each `[drill] replicas` entry after this switch.
+    pub replicas: Vec<ReplicaFigure>,
     /// How long the command took end to end.
     pub command_ms: Millis,
     pub writes_acked: u64,
@@ -75,9 +84,23 @@ pub struct Switch {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct ReplicaFigure {
+    pub replica: String,
+    /// From the switch command's return until the replica held the first canary row the new
+    /// primary acknowledged: its reconnection to the VIP plus catching up. `None`: not within
+    /// `max-replica-catchup-ms`.
+    pub reconnect_ms: Option<Millis>,
+    /// Acknowledged canary rows of this switch still missing on the replica at the limit.
+    pub missing: u64,
+    /// Why the replica could not be read, or what its replication threads say when it lags.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct Limits {
     pub max_service_gap_ms: Millis,
     pub max_write_gap_ms: Millis,
+    pub max_replica_catchup_ms: Millis,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,6 +207,12 @@ fn history_entry(r: &Report, cfg: &Config) -> Entry {
             and_back: r.and_back,
             service_gaps_ms: r.switches.iter().filter_map(|s| s.service_gap_ms).collect(),
             write_gaps_ms: r.switches.iter().map(|s| s.write_gap_ms).collect(),
+            vip_gaps_ms: r.switches.iter().filter_map(|s| s.vip_gap_ms).collect(),
+            replica_reconnect_ms: r
+                .switches
+                .iter()
+                .filter_map(|s| s.replicas.iter().filter_map(|x| x.reconnect_ms).max())
+                .collect(),
             canary_written: r.switches.iter().map(|s| s.writes_acked).sum(),
             canary_missing: r.switches.iter().map(|s| s.canary_missing).sum(),
             problems: r.problems.clone(),
@@ -511,6 +540,7 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
         limits: Limits {
             max_service_gap_ms: cfg.drill.as_ref().map_or(0, |d| d.max_service_gap_ms),
             max_write_gap_ms: cfg.drill.as_ref().map_or(0, |d| d.max_write_gap_ms),
+            max_replica_catchup_ms: cfg.drill.as_ref().map_or(0, |d| d.max_replica_catchup_ms),
         },
         problems: Vec::new(),
         service_on: None,
@@ -559,6 +589,21 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
             },
         });
     }
+    if let Some(o) = o.as_ref().filter(|_| r.prechecks.iter().all(|c| c.ok)) {
+        for rep in &d.replicas {
+            let ro = replica_opts(o, rep);
+            let limit = Duration::from_millis(d.max_replica_catchup_ms);
+            let res = replica_reaches(&d, &ro, &drill_id, 0, limit, Instant::now()).await;
+            r.prechecks.push(Check {
+                name: format!("replica {rep}"),
+                ok: res.is_ok(),
+                detail: match res {
+                    Ok(ms) => format!("replicated the canary in {ms} ms"),
+                    Err(e) => e,
+                },
+            });
+        }
+    }
     let failed: Vec<String> = r
         .prechecks
         .iter()
@@ -594,6 +639,15 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
         let log = Arc::new(Mutex::new(WriterLog::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let base = Instant::now();
+        let probe = match &d.endpoint {
+            MysqlEndpoint::Tcp { host, port } => Some(tokio::spawn(vip_probe(
+                host.clone(),
+                *port,
+                stop.clone(),
+                base,
+            ))),
+            MysqlEndpoint::Socket(_) => None,
+        };
         let w = tokio::spawn(writer(
             d.clone(),
             o.clone(),
@@ -621,7 +675,8 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
         } else {
             Err("canary writes did not flow before the switch".into())
         };
-        let done_at = base.elapsed().as_millis() as Millis;
+        let done = Instant::now();
+        let done_at = done.duration_since(base).as_millis() as Millis;
         let ok = match outcome {
             Ok(Response::Outcome(CommandOutcome::Done { message, gap_ms })) => {
                 sw.service_gap_ms = gap_ms;
@@ -658,6 +713,10 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
         .await;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = w.await;
+        if let Some(p) = probe {
+            let end = base.elapsed().as_millis() as Millis;
+            sw.vip_gap_ms = p.await.ok().map(|ok| longest_gap(&ok, end));
+        }
         let l = std::mem::take(&mut *log.lock().unwrap());
         seq += l.acked.len() as u64 + l.failed + l.in_doubt + 1;
         sw.writes_acked = l.acked.len() as u64;
@@ -698,6 +757,57 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
                 "switch {}: cannot read the canary back: {e}",
                 i + 1
             )),
+        }
+        // The replicas follow the VIP: each must replicate from the new primary, and hold every
+        // acknowledged row, within the catch-up limit counted from the switch.
+        let first_new = l.acked.iter().find(|&&(_, t)| t > done_at).map(|&(s, _)| s);
+        for rep in &d.replicas {
+            let ro = replica_opts(&o, rep);
+            let limit = Duration::from_millis(d.max_replica_catchup_ms);
+            let mut fig = ReplicaFigure {
+                replica: rep.to_string(),
+                reconnect_ms: None,
+                missing: 0,
+                detail: String::new(),
+            };
+            match first_new {
+                None => fig.detail = "no canary row was acknowledged after the switch".into(),
+                Some(target) => {
+                    match replica_reaches(&d, &ro, &drill_id, target, limit, done).await {
+                        Ok(ms) => fig.reconnect_ms = Some(ms),
+                        Err(e) => fig.detail = e,
+                    }
+                }
+            }
+            let left = limit.saturating_sub(done.elapsed());
+            match replica_missing(&d, &ro, &drill_id, &expected, left).await {
+                Ok(n) => fig.missing = n,
+                Err(e) if fig.detail.is_empty() => fig.detail = e,
+                Err(_) => {}
+            }
+            if fig.reconnect_ms.is_none() || fig.missing > 0 {
+                r.problems.push(format!(
+                    "switch {}: replica {rep} {}{}",
+                    i + 1,
+                    if fig.missing > 0 {
+                        format!(
+                            "lacks {} acknowledged canary row(s) {} ms after the switch",
+                            fig.missing, d.max_replica_catchup_ms
+                        )
+                    } else {
+                        format!(
+                            "did not replicate from the new primary within {} ms",
+                            d.max_replica_catchup_ms
+                        )
+                    },
+                    if fig.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", fig.detail)
+                    }
+                ));
+            }
+            sw.replicas.push(fig);
         }
         if let Some(g) = sw.service_gap_ms.filter(|&g| g > d.max_service_gap_ms) {
             r.problems.push(format!(
@@ -746,6 +856,160 @@ async fn drill(cfg: &Config, socket: &std::path::Path, and_back: bool) -> Report
         "fail"
     };
     finish(r, verdict)
+}
+
+/// Longest stretch without a success, counting from the first success to `end`.
+fn longest_gap(ok: &[Millis], end: Millis) -> Millis {
+    let inner = ok.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
+    let tail = ok.last().map_or(end, |&t| end.saturating_sub(t));
+    inner.max(tail)
+}
+
+/// TCP connects to the VIP's MySQL port every 20 ms until `stop`; returns when each succeeded
+/// (ms since `base`). Says whether the address was reachable with a listener, not whether the
+/// server accepted writes: the canary measures that.
+async fn vip_probe(
+    host: String,
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    base: Instant,
+) -> Vec<Millis> {
+    let mut ok = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tick.tick().await;
+        let c = tokio::net::TcpStream::connect((host.as_str(), port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), c).await {
+            ok.push(base.elapsed().as_millis() as Millis);
+        }
+    }
+    ok
+}
+
+/// The drill's connection options pointed at a replica instead of the VIP.
+fn replica_opts(o: &mysql_async::Opts, r: &Replica) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::from_opts(o.clone())
+        .socket(None::<String>)
+        .ip_or_hostname(r.host.clone())
+        .tcp_port(r.port)
+        .into()
+}
+
+/// Polls the replica until it holds canary row `seq` of drill `id` (rows apply in commit
+/// order, so the earlier ones are there too); the answer is the time since `since`. Fails
+/// after `limit`, saying what the replica's threads report.
+async fn replica_reaches(
+    d: &Drill,
+    o: &mysql_async::Opts,
+    id: &str,
+    seq: u64,
+    limit: Duration,
+    since: Instant,
+) -> Result<Millis, String> {
+    let until = since + limit;
+    let step = Duration::from_millis(d.write_timeout_ms.max(1_000));
+    let mut conn: Option<mysql_async::Conn> = None;
+    let mut last_err = String::new();
+    while Instant::now() < until {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connect(o, step).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    last_err = format!("cannot connect: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let q = c.query_first::<i64, _>(format!(
+            "SELECT COALESCE(MAX(seq), -1) FROM {} WHERE drill_id = '{id}'",
+            table(d)
+        ));
+        match tokio::time::timeout(step, q).await {
+            Ok(Ok(Some(max))) if max >= seq as i64 => {
+                if let Some(c) = conn.take() {
+                    let _ = c.disconnect().await;
+                }
+                return Ok(since.elapsed().as_millis() as Millis);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                // A table not replicated yet reads as an error: keep polling.
+                last_err = e.to_string();
+                conn = None;
+            }
+            Err(_) => {
+                last_err = "query timed out".into();
+                conn = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let threads = match conn.as_mut() {
+        Some(c) => replication_threads(c).await,
+        None => None,
+    };
+    Err(format!(
+        "canary row {seq} not replicated within {} ms{}{}",
+        limit.as_millis(),
+        threads.map(|t| format!("; {t}")).unwrap_or_default(),
+        if last_err.is_empty() {
+            String::new()
+        } else {
+            format!("; last error: {last_err}")
+        }
+    ))
+}
+
+/// `Slave_IO_Running`, `Slave_SQL_Running` and the last errors, when the drill user may read
+/// them (REPLICA MONITOR); `None` otherwise.
+async fn replication_threads(c: &mut mysql_async::Conn) -> Option<String> {
+    let q = c.query_first::<mysql_async::Row, _>("SHOW SLAVE STATUS");
+    let row = tokio::time::timeout(Duration::from_secs(2), q)
+        .await
+        .ok()?
+        .ok()??;
+    let get = |k: &str| -> String {
+        row.get_opt::<String, _>(k)
+            .and_then(|v| v.ok())
+            .unwrap_or_default()
+    };
+    let mut s = format!(
+        "IO thread {}, SQL thread {}",
+        get("Slave_IO_Running"),
+        get("Slave_SQL_Running")
+    );
+    for k in ["Last_IO_Error", "Last_SQL_Error"] {
+        let e = get(k);
+        if !e.is_empty() {
+            s.push_str(&format!(", {k}: {e}"));
+        }
+    }
+    Some(s)
+}
+
+/// How many of `expected` are not on the replica, waiting up to `limit` for them.
+async fn replica_missing(
+    d: &Drill,
+    o: &mysql_async::Opts,
+    id: &str,
+    expected: &BTreeSet<u64>,
+    limit: Duration,
+) -> Result<u64, String> {
+    let until = Instant::now() + limit;
+    loop {
+        let missing = match rows_present(d, o, id).await {
+            Ok(present) => Ok(expected.difference(&present).count() as u64),
+            Err(e) => Err(e),
+        };
+        match missing {
+            Ok(0) => return Ok(0),
+            other if Instant::now() >= until => return other,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 fn endpoint(d: &Drill) -> String {
@@ -831,11 +1095,34 @@ pub fn render(r: &Report) -> String {
             r.limits.max_write_gap_ms,
             s.command_ms
         );
+        if let Some(g) = s.vip_gap_ms {
+            let _ = writeln!(
+                o,
+                "           VIP gap {g} ms (no TCP connection to the MySQL port)"
+            );
+        }
         let _ = writeln!(
             o,
             "           canary writes acked {}, failed {}, in doubt {}, missing on {} {}",
             s.writes_acked, s.writes_failed, s.writes_in_doubt, s.to_node, s.canary_missing
         );
+        for x in &s.replicas {
+            let _ = writeln!(
+                o,
+                "           replica {}: {} (limit {} ms), missing {}{}",
+                x.replica,
+                x.reconnect_ms
+                    .map(|ms| format!("replicating from the new primary after {ms} ms"))
+                    .unwrap_or_else(|| "NOT replicating from the new primary".into()),
+                r.limits.max_replica_catchup_ms,
+                x.missing,
+                if x.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", x.detail)
+                }
+            );
+        }
     }
     for p in &r.problems {
         let _ = writeln!(o, "  problem {p}");

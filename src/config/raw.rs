@@ -202,4 +202,6 @@ pub struct RawDrill {
     pub max_write_gap_ms: S<u64>,
     pub write_interval_ms: S<u64>,
     pub write_timeout_ms: S<u64>,
+    pub replicas: S<Vec<Spanned<String>>>,
+    pub max_replica_catchup_ms: S<u64>,
 }

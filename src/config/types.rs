@@ -334,4 +334,25 @@ pub struct Drill {
     /// `write_timeout_ms` (connect or statement).
     pub write_interval_ms: Millis,
     pub write_timeout_ms: Millis,
+    /// Replicas of the VIP the drill checks: replicating before the switch (a pre-check), and
+    /// holding every acknowledged canary row within `max_replica_catchup_ms` after it.
+    pub replicas: Vec<Replica>,
+    pub max_replica_catchup_ms: Millis,
+}
+
+/// A replica the drill reads the canary from, over TCP as the drill user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }

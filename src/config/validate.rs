@@ -1062,6 +1062,35 @@ fn identifier(v: &mut Validator, value: &Spanned<String>, path: &str) -> Option<
     }
 }
 
+/// `HOST`, `HOST:PORT` or `[V6]:PORT`; the port defaults to 3306.
+fn parse_replica(s: &str) -> Option<Replica> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(Replica {
+            host: a.ip().to_string(),
+            port: a.port(),
+        });
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(Replica {
+            host: ip.to_string(),
+            port: 3306,
+        });
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|&p| p != 0)?),
+        None => (s, 3306),
+    };
+    let name_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    name_ok.then(|| Replica {
+        host: host.to_string(),
+        port,
+    })
+}
+
 fn drill(raw: &RawConfig, v: &mut Validator) -> Option<Drill> {
     let d = raw.drill.as_ref()?;
     let span = d.span();
@@ -1140,7 +1169,33 @@ fn drill(raw: &RawConfig, v: &mut Validator) -> Option<Drill> {
             );
         }
     }
+    let mut replicas = Vec::new();
+    for (i, r) in d
+        .replicas
+        .as_ref()
+        .map(|r| r.get_ref().as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        match parse_replica(r.get_ref()) {
+            Some(x) => replicas.push(x),
+            None => v.d.error(
+                r.span(),
+                &format!("drill.replicas[{i}]"),
+                format!("`{}` is not HOST or HOST:PORT", r.get_ref()),
+                "write e.g. \"198.51.100.30:3306\", \"replica-1\" or \"[2001:db8::30]:3306\"",
+            ),
+        }
+    }
+    let max_replica_catchup_ms = v.positive(
+        &d.max_replica_catchup_ms,
+        30_000,
+        "drill.max-replica-catchup-ms",
+    );
     Some(Drill {
+        replicas,
+        max_replica_catchup_ms,
         endpoint: endpoint?,
         user: user?,
         password_file: password_file?,

@@ -82,6 +82,14 @@ pub struct DrillSummary {
     pub service_gaps_ms: Vec<Millis>,
     /// Longest write-unavailable gap the drill's own canary writer saw, per switch.
     pub write_gaps_ms: Vec<Millis>,
+    /// Longest time the VIP refused TCP connections on the MySQL port, per switch (empty when
+    /// the drill writes through a socket).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip_gaps_ms: Vec<Millis>,
+    /// Per switch, the slowest replica's time from the switch until it replicated the first
+    /// canary row the new primary acknowledged (empty without `[drill] replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_reconnect_ms: Vec<Millis>,
     /// Canary rows written and found on the new primary.
     pub canary_written: u64,
     pub canary_missing: u64,
