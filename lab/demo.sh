@@ -90,6 +90,7 @@ done
     umask 077
     echo "1 $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/secrets/authkey"
     printf '%s\n' "$PROBE_PASS" >"$RUN/secrets/probe-password"
+    printf '%s\n' "$DRILL_PASS" >"$RUN/secrets/drill-password"
 )
 
 STEP="creating the lab mount namespace $MNTNS"
@@ -154,6 +155,9 @@ CREATE USER 'writer'@'198.51.100.%' IDENTIFIED BY '$WRITER_PASS';
 CREATE USER 'probe'@'localhost' IDENTIFIED BY '$PROBE_PASS';
 CREATE DATABASE lab;
 GRANT SELECT, INSERT ON lab.* TO 'writer'@'198.51.100.%';
+CREATE USER 'drill'@'198.51.100.%' IDENTIFIED BY '$DRILL_PASS';
+GRANT CREATE, INSERT, SELECT, DELETE ON twinbeat_drill.* TO 'drill'@'198.51.100.%';
+GRANT REPLICA MONITOR ON *.* TO 'drill'@'198.51.100.%';
 CREATE TABLE lab.writes (id BIGINT PRIMARY KEY, at DATETIME(6) NOT NULL) ENGINE=InnoDB;
 SQL
 stop_pid "$(node_dir a)/mysqld.pid" mariadbd 60

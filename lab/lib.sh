@@ -44,6 +44,7 @@ HB_B=192.0.2.2
 REPL_PASS=repl-lab-secret
 WRITER_PASS=writer-lab-secret
 PROBE_PASS=probe-lab-secret
+DRILL_PASS=drill-lab-secret
 
 ns() { echo "$NS_PREFIX-$1"; }
 node_dir() { echo "$RUN/node-$1"; }

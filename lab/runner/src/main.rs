@@ -12,6 +12,7 @@ mod campaign;
 mod checks;
 mod clientlog;
 mod daemonlog;
+mod drill;
 mod faults;
 mod icmp;
 mod lab;

@@ -1,4 +1,4 @@
-//! The seven failover scenarios. Each starts from a healthy pair (one active, one standby, both
+//! The eight failover scenarios (the drill's is in drill.rs). Each starts from a healthy pair (one active, one standby, both
 //! heard on every link, the client writing, the replica replicating), injects its fault with
 //! the split-brain sampler running, waits (bounded) for the outcome, restores the pair, and
 //! ends with the data checks. Figures are taken from the client's logs (write and VIP gaps),
@@ -19,7 +19,7 @@ use crate::lab::{now_ms, wait_until, Lab, Node, NODES};
 use crate::report::{self, Outcome, Report, Target};
 use crate::sampler::{Sampler, Samples};
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "power cut of the active node",
     "kill -9 of the active daemon only",
     "dedicated heartbeat link cut",
@@ -27,6 +27,7 @@ const NAMES: [&str; 7] = [
     "standby and takeover switchovers",
     "mysqld crashes on the active node",
     "active daemon paused past deadtime",
+    "failover drill there and back, as the timer runs it",
 ];
 
 /// A pause this long between two acknowledged writes is an outage (the writer writes every 20 ms).
@@ -66,12 +67,12 @@ impl Ctx {
 
 pub fn main(which: &[u8], trials: u32, json: &Path) -> Result<bool> {
     let which: Vec<u8> = if which.is_empty() {
-        (1..=7).collect()
+        (1..=NAMES.len() as u8).collect()
     } else {
         which.to_vec()
     };
-    if let Some(bad) = which.iter().find(|s| !(1..=7).contains(*s)) {
-        bail!("no scenario {bad}; the scenarios are 1 to 7");
+    if let Some(bad) = which.iter().find(|s| !(1..=NAMES.len() as u8).contains(*s)) {
+        bail!("no scenario {bad}; the scenarios are 1 to {}", NAMES.len());
     }
     let cx = Ctx::new()?;
     healthy(&cx).context("the lab is not healthy before the first scenario")?;
@@ -175,6 +176,7 @@ fn run_one(cx: &Ctx, s: u8, o: &mut Outcome) -> Result<()> {
         5 => switchovers(cx, active, o),
         6 => mysqld_crash(cx, active, o),
         7 => paused_daemon(cx, active, o),
+        8 => crate::drill::drill(cx, active, o),
         _ => unreachable!("checked in main"),
     }
 }
