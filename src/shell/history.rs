@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Millis, NodeState, StepTiming, Transition};
+use crate::core::{Millis, NodeState, StepDirection, StepTiming, Transition};
 
 pub const FILE: &str = "history.jsonl";
 pub const ROTATED: &str = "history.jsonl.1";
@@ -58,7 +58,16 @@ impl Kind {
         match t.to {
             NodeState::Active if c.starts_with("restarted") => Kind::Restart,
             NodeState::Active => Kind::Takeover,
-            NodeState::Failed if t.from == NodeState::Acquiring => Kind::FailedTakeover,
+            // A takeover that fails rolls back first (acquiring → releasing → failed): the plan
+            // began with an acquire, where a failed restart or release began with a release.
+            NodeState::Failed
+                if t.from == NodeState::Acquiring
+                    || t.steps
+                        .first()
+                        .is_some_and(|s| s.direction == StepDirection::Acquire) =>
+            {
+                Kind::FailedTakeover
+            }
             NodeState::Failed => Kind::Failure,
             _ if c.starts_with("handed the service") => Kind::Handoff,
             _ if c.starts_with("demoted") => Kind::Demotion,
@@ -354,7 +363,15 @@ mod tests {
             k(Releasing, Standby, "released after split brain"),
             Kind::SplitBrain
         );
-        assert_eq!(k(Releasing, Failed, "drbd: refused"), Kind::Failure);
+        // A failed release (its plan began with a release) and a rolled-back takeover (began
+        // with an acquire) both end releasing → failed.
+        let mut release = tr(Releasing, Failed, "release of data failed");
+        release.steps[0].direction = StepDirection::Release;
+        assert_eq!(Kind::of(&release), Kind::Failure);
+        assert_eq!(
+            k(Releasing, Failed, "acquire of mysql failed"),
+            Kind::FailedTakeover
+        );
         assert_eq!(k(Acquiring, Failed, "drbd: refused"), Kind::FailedTakeover);
         assert_eq!(
             k(Releasing, Stopped, "released for shutdown"),
