@@ -74,6 +74,9 @@ else
     ln -s "$LAB/conf" "$RUN/conf"
 fi
 ln -s "$LAB/bin" "$RUN/bin"
+# The out-of-band handle (lib.sh, OOB_PID): bounded like the writer.
+setsid sleep "$((${WRITER_HOURS:-4} * 3600 + 600))" </dev/null >/dev/null 2>&1 &
+echo $! >"$OOB_PID"
 ln -s "$LOGS" "$RUN/logs"
 ln -s "$IMAGE" "$RUN/disk.img"
 ln -s "$BUILD/replica-data" "$RUN/replica-data"

@@ -29,6 +29,9 @@ for who in a b; do
     stop_pid "$(node_dir "$who")/mysqld.pid" mariadbd 60
 done
 
+# The out-of-band handle the fence agent enters (started by demo.sh).
+if [[ -d $RUN ]]; then stop_pid "$OOB_PID" sleep 5; fi
+
 # 4. The shared filesystem, inside the lab mount namespace only (the host never mounted it).
 if [[ -e $MNTNS ]] && findmnt -n "$MNTNS" >/dev/null 2>&1; then
     for _ in 1 2 3 4 5; do

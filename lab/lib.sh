@@ -28,6 +28,11 @@ IMAGE=$BUILD/disk.img          # the ext4 image standing in for the DRBD device
 # lab/conf/twinbeat-a.toml for why a shared link is wrong in a shared mount table).
 disk_link() { echo "$RUN/node-$1/disk"; }
 BIN=$REPO/target/release/twinbeat
+# A process left in the host's namespaces for the lab's whole life: the fence agent
+# (lab/bin/fence-standin) runs inside a node's namespaces and enters this one's to reach the
+# peer "out of band", as a fence agent reaches a power switch over a management network.
+# (PID 1's namespaces are not ours to enter on every machine.)
+OOB_PID=$RUN/oob.pid
 # The lab's own tools: the client writer, the power-cut helper, the scenario runner (lab/runner).
 LABBIN=$REPO/target/release/twinbeat-lab
 NS_PREFIX=tblab

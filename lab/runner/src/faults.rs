@@ -50,19 +50,32 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
     let mounted_here = dev
         .as_ref()
         .is_some_and(|d| mount_source(&data).as_deref() == Some(d));
+    let daemon = lab.daemon_pid(n);
+    let mysqld = lab.mysqld_pid(n);
+    // The CPU stops with the disk: freeze the node's processes before its filesystem goes, or
+    // mariadbd runs on for the moment between the two against a failing disk, and may hand the
+    // replica a binlog event it can never make durable (seen once in 100 nemesis runs: the
+    // replica held one row more than the new primary).
+    let t = now_ms();
+    if let Some(p) = daemon {
+        signal(-p, libc::SIGSTOP);
+    }
+    if let Some(p) = mysqld {
+        signal(p, libc::SIGSTOP);
+    }
     if mounted_here {
         let me = std::env::current_exe()?;
         let out = lab.in_node(n, &[me.to_str().context("path")?, "fs-shutdown", &data])?;
         if !out.status.success() {
+            for p in [daemon.map(|p| -p), mysqld].into_iter().flatten() {
+                signal(p, libc::SIGCONT);
+            }
             bail!(
                 "power cut of {n}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
     }
-    let daemon = lab.daemon_pid(n);
-    let mysqld = lab.mysqld_pid(n);
-    let t = now_ms();
     // The daemon's process group: commands it was running die with it.
     if let Some(p) = daemon {
         signal(-p, libc::SIGKILL);

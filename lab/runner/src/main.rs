@@ -14,6 +14,7 @@ mod clientlog;
 mod daemonlog;
 mod drill;
 mod faults;
+mod fencing;
 mod icmp;
 mod lab;
 mod report;
@@ -53,6 +54,9 @@ enum Cmd {
     /// Shut the ext4 filesystem at DIR down without flushing its journal (EXT4_IOC_SHUTDOWN,
     /// NOLOGFLUSH): from then on nothing more reaches the disk, as in a power cut.
     FsShutdown { dir: PathBuf },
+    /// Power node a or b off as a power cut does (the lab fence agent's action; run it from the
+    /// host's namespaces).
+    PowerOff { node: String },
     /// Run failover scenarios against the running lab (sudo lab/scenarios.sh wraps bring-up,
     /// this and tear-down).
     Run {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             interval_ms,
         } => writer::main(&logdir, &stopfile, max_seconds, interval_ms),
         Cmd::FsShutdown { dir } => faults::fs_shutdown(&dir),
+        Cmd::PowerOff { node } => fencing::power_off(&node),
         Cmd::Run {
             scenarios,
             trials,

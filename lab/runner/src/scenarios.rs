@@ -1,4 +1,4 @@
-//! The eight failover scenarios (the drill's is in drill.rs). Each starts from a healthy pair (one active, one standby, both
+//! The nine scenarios (the drill's is in drill.rs, fencing's in fencing.rs). Each starts from a healthy pair (one active, one standby, both
 //! heard on every link, the client writing, the replica replicating), injects its fault with
 //! the split-brain sampler running, waits (bounded) for the outcome, restores the pair, and
 //! ends with the data checks. Figures are taken from the client's logs (write and VIP gaps),
@@ -19,7 +19,7 @@ use crate::lab::{now_ms, wait_until, Lab, Node, NODES};
 use crate::report::{self, Outcome, Report, Target};
 use crate::sampler::{Sampler, Samples};
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "power cut of the active node",
     "kill -9 of the active daemon only",
     "dedicated heartbeat link cut",
@@ -28,6 +28,7 @@ const NAMES: [&str; 8] = [
     "mysqld crashes on the active node",
     "active daemon paused past deadtime",
     "failover drill there and back, as the timer runs it",
+    "isolation with a fence agent that works, then one that fails",
 ];
 
 /// A pause this long between two acknowledged writes is an outage (the writer writes every 20 ms).
@@ -177,6 +178,7 @@ fn run_one(cx: &Ctx, s: u8, o: &mut Outcome) -> Result<()> {
         6 => mysqld_crash(cx, active, o),
         7 => paused_daemon(cx, active, o),
         8 => crate::drill::drill(cx, active, o),
+        9 => crate::fencing::fencing(cx, active, o),
         _ => unreachable!("checked in main"),
     }
 }
@@ -302,7 +304,7 @@ fn takeover_figures(cx: &Ctx, survivor: Node, t: i64, o: &mut Outcome) -> Result
 
 /// Client-side figures over [t, now]: longest write gap, longest VIP outage, and how long the
 /// replica took to hold the first write acknowledged after the fault.
-fn client_figures(cx: &Ctx, t: i64, o: &mut Outcome, prefix: &str) -> Result<()> {
+pub(crate) fn client_figures(cx: &Ctx, t: i64, o: &mut Outcome, prefix: &str) -> Result<()> {
     // A gap still open now would be measured short: wait for the write that closes it.
     wait_ack_after(cx, now_ms(), Duration::from_secs(15))?;
     let now = now_ms();
