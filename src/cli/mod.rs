@@ -6,6 +6,7 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 refused; `fence-peer` uses DRBD's handler codes instead.
 
 mod check;
+mod check_drbd;
 mod client;
 mod drill;
 mod fence_peer;

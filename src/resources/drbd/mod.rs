@@ -18,6 +18,7 @@
 //! State comes from `drbdsetup events2 --now RES` (stable across DRBD 8.4 and 9), with plain
 //! `drbdadm status RES` as the fallback when events2 fails or prints something unparseable.
 
+pub mod conf;
 pub mod events;
 
 use std::sync::Arc;
