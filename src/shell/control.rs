@@ -1,6 +1,6 @@
 //! The operator's control socket: a unix stream socket, mode 0600 (root only), one JSON request
-//! line in, one JSON response line out. `twinbeat status|standby|takeover|maintenance` are its
-//! clients (`cli/`).
+//! line in, one JSON response line out. `twinbeat status|standby|takeover|maintenance` and
+//! `twinbeat fence-peer` (DRBD's handler) are its clients (`cli/`).
 //!
 //! Owns: the request/response types and the listener. Reads are bounded in size and time, so a
 //! stuck or hostile client cannot hold the daemon.
