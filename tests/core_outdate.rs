@@ -579,3 +579,17 @@ fn random_faults_every_request_answered_once_and_honestly() {
         );
     }
 }
+
+#[test]
+fn both_nodes_asking_at_once_both_get_answers() {
+    let mut sim = settled(29);
+    let from_a = sim.outdate_peer(A, None);
+    let from_b = sim.outdate_peer(B, None);
+    let (a, _) = answer(&mut sim, A, from_a, 10_000);
+    let (b, _) = answer(&mut sim, B, from_b, 10_000);
+    // B is standby: it outdates itself for A. A is active: it refuses B.
+    assert_eq!((a, b), (4, 6));
+    assert_eq!(outdates_run(&sim, A), 0);
+    assert_eq!(outdates_run(&sim, B), 1);
+    no_violations(&sim);
+}
