@@ -353,6 +353,14 @@ fn forged_late_and_duplicate_answers_are_ignored() {
     sim.run_for(100);
     assert_eq!(sim.outdate_code(A, id), None, "still waiting");
     assert!(sim.node(A).beat().outdate.is_some(), "still asking");
+    assert_eq!(
+        sim.node(A).status(sim.now).outdate,
+        Some(OutdateMsg {
+            id: wire_id,
+            kind: OutdateKind::Request
+        }),
+        "status shows the open request"
+    );
     // The real answer arrives when B's links heal.
     sim.at(
         sim.now,

@@ -416,6 +416,7 @@ impl Node {
                 })
                 .collect(),
             handoff: self.beat().handoff,
+            outdate: self.outdate.message(),
             takeovers: self.takeovers,
             restarts: self.restarts_total,
             split_brains: self.split_brains,
