@@ -169,3 +169,212 @@ fn missing_file_and_usage_errors() {
     let out = check(&["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ---- what DRBD itself says (`drbdadm dump` through the stand-in in tests/standin/drbd) ----
+
+/// The reference config without its tie-breaker and [fencing] (nothing but DRBD left to stop a
+/// split brain), or unchanged.
+fn example_variant(dir: &Path, unguarded: bool) -> PathBuf {
+    let path = example_copy(dir);
+    if unguarded {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("ping = [\"198.51.100.1\", \"203.0.113.1\"]", "")
+            .replace(
+                "command = [\"/usr/local/sbin/twinbeat-fence\", \"--peer\", \"db-b-ipmi\"]\nrequired = true\ntimeout-ms = 30000\nretry-ms = 5000\n",
+                "",
+            )
+            .replace("[fencing]\n", "");
+        assert!(!text.contains("[fencing]") && !text.contains("ping = ["));
+        std::fs::write(&path, text).unwrap();
+    }
+    path
+}
+
+/// `twinbeat check` with the drbdadm stand-in first in PATH, printing `dump` (None: the
+/// stand-in's "No such resource"), or with no drbdadm at all (`standin == false`).
+fn check_with_drbd(config: &Path, standin: bool, dump: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").arg(config).args(["--node", "db-a"]);
+    let system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    if standin {
+        cmd.env("PATH", format!("{ROOT}/tests/standin/drbd:{system}"));
+    } else {
+        cmd.env("PATH", system);
+    }
+    match dump {
+        Some(f) => cmd.env(
+            "STANDIN_DRBD_DUMP",
+            format!("{ROOT}/tests/fixtures/drbd-conf/{f}"),
+        ),
+        None => cmd.env_remove("STANDIN_DRBD_DUMP"),
+    };
+    cmd.env_remove("STANDIN_DRBD_DIR");
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .collect()
+}
+
+#[test]
+fn drbd_slower_than_deadtime_is_a_warning_that_says_what_to_change() {
+    let dir = temp_dir("drbd-slow");
+    let path = example_variant(&dir, false);
+    // The reference deadtime is 1000 ms; DRBD with ping-int 1 + ping-timeout 5 needs 1.5 s.
+    let (code, stdout, stderr) = check_with_drbd(&path, true, Some("dump-fenced.txt"));
+    assert_eq!(code, 0, "warnings never fail check:\n{stderr}");
+    let w = warnings(&stderr);
+    assert_eq!(w.len(), 1, "{stderr}");
+    // Located at the drbd resource's line in the config, in the usual FILE:LINE:COL style.
+    let at = format!("{}:", path.display());
+    assert!(w[0].starts_with(&at), "{}", w[0]);
+    let line: usize = w[0][at.len()..].split(':').next().unwrap().parse().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.lines()
+            .nth(line - 1)
+            .unwrap()
+            .starts_with("drbd-resource"),
+        "line {line}"
+    );
+    assert!(
+        w[0].contains(": warning: resource[0].drbd-resource: "),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains("up to 1.5 s") && w[0].contains("deadtime 1000 ms"),
+        "{}",
+        w[0]
+    );
+    assert!(w[0].contains("still sees the peer as Primary"), "{}", w[0]);
+    assert!(
+        w[0].contains("ping-int 1; ping-timeout 5; timeout 5;"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains("raise timing.deadtime-ms above 1500"),
+        "{}",
+        w[0]
+    );
+    assert!(stdout.contains(": valid"), "{stdout}");
+    assert!(
+        stdout.contains("drbd:      r0: notices a dead peer within 1.5 s (ping-int 1 s, ping-timeout 5/10 s, timeout 5/10 s); fencing resource-only, fence-peer /usr/sbin/twinbeat fence-peer"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn nothing_against_a_split_brain_is_a_warning() {
+    let dir = temp_dir("drbd-split");
+    let path = example_variant(&dir, true);
+    // The lab's real resource file: tuned timings, no DRBD fencing.
+    let (code, _, stderr) = check_with_drbd(&path, true, Some("lab-r0.res"));
+    assert_eq!(code, 0, "{stderr}");
+    let w = warnings(&stderr);
+    let split: Vec<_> = w.iter().filter(|l| l.contains("no DRBD fencing")).collect();
+    assert_eq!(split.len(), 1, "{stderr}");
+    assert!(split[0].contains("both nodes promote"), "{}", split[0]);
+    assert!(
+        split[0].contains("fence-peer \"/usr/sbin/twinbeat fence-peer\"")
+            && split[0].contains("fencing resource-only")
+            && split[0].contains("[tiebreaker]")
+            && split[0].contains("[fencing]"),
+        "{}",
+        split[0]
+    );
+    // DRBD fencing through twinbeat is enough.
+    let (code, _, stderr) = check_with_drbd(&path, true, Some("dump-fenced.txt"));
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("no DRBD fencing"), "{stderr}");
+    // Without drbdadm it says it could not look, and still warns.
+    let (code, stdout, stderr) = check_with_drbd(&path, false, None);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("r0: not checked: drbdadm is not installed here"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("could not be checked (no drbdadm here)"),
+        "{stderr}"
+    );
+    // With the tie-breaker and [fencing] of the reference config, no drbdadm: nothing to warn.
+    let guarded = example_variant(&temp_dir("drbd-guarded"), false);
+    let (code, stdout, stderr) = check_with_drbd(&guarded, false, None);
+    assert_eq!((code, stderr.as_str()), (0, ""), "{stdout}");
+}
+
+#[test]
+fn drbd_fencing_half_configured_is_a_warning() {
+    let dir = temp_dir("drbd-half");
+    let path = example_variant(&dir, false);
+    let dump = dir.join("dump.txt");
+    let fixture =
+        std::fs::read_to_string(format!("{ROOT}/tests/fixtures/drbd-conf/dump-fenced.txt"))
+            .unwrap();
+    let run = |text: &str| {
+        std::fs::write(&dump, text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check").arg(&path).args(["--node", "db-a"]);
+        cmd.env("PATH", format!("{ROOT}/tests/standin/drbd:/usr/bin:/bin"));
+        cmd.env("STANDIN_DRBD_DUMP", &dump);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&fixture.replace("fencing            resource-only;", ""));
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("so DRBD never calls it")
+            && stderr.contains("add `disk { fencing resource-only; }`"),
+        "{stderr}"
+    );
+    let no_handler = fixture.replace("fence-peer       \"/usr/sbin/twinbeat fence-peer\";", "");
+    let (code, stderr) = run(&no_handler);
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("there is no fence-peer handler, so DRBD refuses every promote"),
+        "{stderr}"
+    );
+    // An unreadable dump is said plainly, and is still only a warning.
+    let (code, stderr) = run("resource r0 {\n net {\n");
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("cannot parse `drbdadm dump r0`: line 2: section `net` is not closed"),
+        "{stderr}"
+    );
+    let dir2 = temp_dir("drbd-missing");
+    let p2 = example_variant(&dir2, false);
+    let (code, _, stderr) = check_with_drbd(&p2, true, None);
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("r0: No such resource")
+            && stderr.contains("check that /etc/drbd.d defines `resource r0`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn drbd_warnings_do_not_hide_errors() {
+    let dir = temp_dir("drbd-error");
+    let path = example_variant(&dir, true);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("deadtime-ms = 1000", "deadtime-ms = 0");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, stderr) = check_with_drbd(&path, true, Some("lab-r0.res"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not valid"), "{stderr}");
+}

@@ -91,6 +91,8 @@ fn arb_outdate_kind() -> impl Strategy<Value = OutdateKind> {
         OutdateKind::Request,
         OutdateKind::Done,
         OutdateKind::Failed,
+        OutdateKind::Refused,
+        OutdateKind::Inconsistent,
     ])
 }
 
@@ -408,7 +410,7 @@ fn bad_body_fields_are_named() {
         (44, 6, "handoff kind"),
         (45, 1, "refuse reason"),
         (49, 1, "handoff id"),
-        (50, 4, "outdate kind"),
+        (50, 6, "outdate kind"),
         (54, 1, "outdate id"),
     ];
     for (at, value, field) in cases {

@@ -899,3 +899,48 @@ fn build_makes_a_drbd_executor_and_new_checks_the_kind() {
     let e = Drbd::new(&wrong, &ctx).err().expect("wrong kind");
     assert!(e.to_string().contains("not drbd"), "{e}");
 }
+
+// ---- outdate at the peer's request (fence-peer through the daemons) ----
+
+const OUTDATE: &str = "drbdadm outdate r0";
+
+#[tokio::test(start_paused = true)]
+async fn outdate_runs_drbdadm_outdate_once_and_names_the_failure() {
+    let d = Arc::new(Double::default());
+    d.on(OUTDATE, ok(""));
+    let r = drbd(&d, 30_000);
+    r.outdate()
+        .expect("drbd can outdate")
+        .await
+        .expect("outdated");
+    assert_eq!(
+        d.calls(),
+        [OUTDATE],
+        "no state read, no retry: the core decided"
+    );
+    assert_eq!(
+        d.timeouts()[0],
+        Duration::from_secs(20),
+        "bounded like a demote"
+    );
+
+    // Constructed: DRBD refuses to outdate a disk while connected or Primary; the wording is
+    // not in the recordings, so only "the stderr lands in the error" is checked.
+    let d = Arc::new(Double::default());
+    d.on(
+        OUTDATE,
+        failing(17, "0: State change failed: (-2) Refusing\n"),
+    );
+    let e = drbd(&d, 30_000)
+        .outdate()
+        .expect("drbd can outdate")
+        .await
+        .expect_err("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cannot outdate drbd resource r0")
+            && msg.contains("State change failed")
+            && msg.contains("drbdadm status r0"),
+        "{msg}"
+    );
+}

@@ -1,4 +1,6 @@
-//! `twinbeat check [FILE] [--node NAME]`: validate a config as the daemon would.
+//! `twinbeat check [FILE] [--node NAME]`: validate a config as the daemon would, then ask DRBD
+//! (`drbdadm dump`, when drbdadm is installed) whether it can honour the config's timings and
+//! fencing (`check_drbd`): those findings are warnings.
 //!
 //! Exit status: 0 valid (warnings may be printed), 1 invalid (every problem on stderr),
 //! 2 usage error (from clap).
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::check_drbd;
 use crate::config::{self, Config, ConfigError, ResourceKind};
 
 #[derive(Debug, Args)]
@@ -25,10 +28,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut err = std::io::stderr().lock();
     match Config::load(&args.file, args.node.as_deref()) {
         Ok(config) => {
-            for w in &config.warnings {
+            let drbd = drbd_report(&config);
+            let mut warnings = config.warnings.clone();
+            warnings.extend(drbd.warnings);
+            for w in &warnings {
                 writeln!(err, "{w}")?;
             }
             print!("{}", summary(&config));
+            for l in &drbd.lines {
+                println!("{l}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid { path, diagnostics }) => {
@@ -44,6 +53,34 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Asks DRBD (through `drbdadm dump`) about every drbd resource of the config.
+fn drbd_report(config: &Config) -> check_drbd::DrbdReport {
+    let text = std::fs::read_to_string(&config.source).unwrap_or_default();
+    let drbdadm = check_drbd::find_drbdadm();
+    let dumps: Vec<_> = config
+        .resources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.kind {
+            ResourceKind::Drbd { resource } => {
+                let dump = match &drbdadm {
+                    Some(path) => check_drbd::dump(path, resource),
+                    None => check_drbd::Dump::NoDrbdadm,
+                };
+                let (at, path) = check_drbd::locate(&text, i);
+                Some(check_drbd::ResourceDump {
+                    index: i,
+                    at,
+                    path,
+                    dump,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    check_drbd::report(config, &dumps)
 }
 
 /// A few lines an operator can eyeball: is this the cluster, the order and the timing I meant?

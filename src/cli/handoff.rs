@@ -73,7 +73,7 @@ fn command(name: &str, target: &Target, req: Request, timeout: u64) -> anyhow::R
             eprintln!("twinbeat {name}: {message}");
             Ok(ExitCode::from(1))
         }
-        Ok(Response::Status(_)) => {
+        Ok(Response::Status(_) | Response::Outdate(_)) => {
             eprintln!("twinbeat {name}: unexpected answer from the daemon");
             Ok(ExitCode::from(1))
         }

@@ -3,11 +3,13 @@
 //! Owns: argument parsing (clap), exit codes and what is printed for the operator.
 //! Must not touch: validation rules (in `config`), the daemon's logic (in `core` / `shell`).
 //! Each subcommand has a variant in `Command` and a file of its own.
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 refused.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 refused; `fence-peer` uses DRBD's handler codes instead.
 
 mod check;
+mod check_drbd;
 mod client;
 mod drill;
+mod fence_peer;
 mod handoff;
 mod history;
 mod run;
@@ -46,6 +48,10 @@ pub enum Command {
     /// A planned switchover to the peer (and back with --and-back), measured, with a canary
     /// write that must survive; exit 0 pass, 1 fail, 3 refused.
     Drill(drill::DrillArgs),
+    /// DRBD's fence-peer handler: ask the peer's daemon to outdate its disk; exits with DRBD's
+    /// codes (3 peer Inconsistent, 4 peer outdated, 5 peer unreachable, 6 peer Primary,
+    /// 7 peer fenced, 1 anything else: DRBD then changes nothing).
+    FencePeer(fence_peer::FencePeerArgs),
     /// Show the failover history: every takeover, handoff, restart, demotion and drill.
     History(history::HistoryArgs),
 }
@@ -61,5 +67,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Maintenance(args) => handoff::maintenance(&args),
         Command::History(args) => history::run(&args),
         Command::Drill(args) => drill::run(&args),
+        Command::FencePeer(args) => fence_peer::run(&args),
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::client::{ask, Target};
-use crate::core::{PeerView, StepDirection};
+use crate::core::{OutdateKind, PeerView, StepDirection};
 use crate::shell::control::{DaemonStatus, Request, Response};
 
 #[derive(Debug, Args)]
@@ -155,6 +155,16 @@ pub fn render(st: &DaemonStatus) -> String {
     }
     if let Some(h) = &c.handoff {
         let _ = writeln!(o, "  handoff    {:?} (id {:#x})", h.kind, h.id);
+    }
+    if let Some(m) = &c.outdate {
+        let what = match m.kind {
+            OutdateKind::Request => "asking the peer to outdate its disk (DRBD fence-peer)",
+            OutdateKind::Done => "told the peer: this disk is outdated",
+            OutdateKind::Inconsistent => "told the peer: this disk is Inconsistent",
+            OutdateKind::Refused => "told the peer: refused, this node may hold the service",
+            OutdateKind::Failed => "told the peer: could not outdate this disk",
+        };
+        let _ = writeln!(o, "  outdate    {what} (id {:#x})", m.id);
     }
     let hb = &st.heartbeat;
     let rejected = hb.counters.rejected();

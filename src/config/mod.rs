@@ -139,3 +139,26 @@ pub fn hostname() -> Result<String, std::io::Error> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     Ok(name.trim().to_string())
 }
+
+/// Where `[[resource]]` number `index` (0-based) sets `key`, as 1-based (line, column) in
+/// `text`, and whether the key is there (else the table's position). For checks outside
+/// validation (e.g. what DRBD says about the resource) that point at the line they are about.
+pub fn locate_resource_key(text: &str, index: usize, key: &str) -> Option<((usize, usize), bool)> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let resources = root.get_ref().get("resource")?;
+    let DeValue::Array(items) = resources.get_ref() else {
+        return None;
+    };
+    let item = items.get(index)?;
+    let key_span = match item.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(k, _)| k.span()),
+        _ => None,
+    };
+    let found = key_span.is_some();
+    let span = key_span.unwrap_or_else(|| item.span());
+    Some((diag::LineIndex::new(text).locate(span.start), found))
+}

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::outdate::OutdateOutcome;
 use super::types::{Beat, DiskState, Millis, NodeState};
 
 /// Identifies one external operation (a step or a fence) so a late result can be told apart.
@@ -45,6 +46,15 @@ pub enum Input {
     },
     /// An operator command; answered by `Action::CommandDone` with the same id.
     Command { id: u64, command: Command },
+    /// DRBD's fence-peer handler (`twinbeat fence-peer`) asks to outdate the peer's disk;
+    /// answered by `Action::OutdatePeerDone` with the same id within `timeout_ms` (the core's
+    /// default when `None`).
+    OutdatePeer { id: u64, timeout_ms: Option<Millis> },
+    /// The executor finished `Action::OutdateDisk`.
+    OutdateFinished {
+        op: OpId,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,5 +137,16 @@ pub enum Action {
     CommandDone {
         id: u64,
         outcome: CommandOutcome,
+    },
+    /// The peer asked: mark the local DRBD disk Outdated (`drbdadm outdate`); answer with
+    /// `Input::OutdateFinished`. Never emitted while this node may hold the service.
+    OutdateDisk {
+        op: OpId,
+        timeout_ms: Millis,
+    },
+    /// The answer to `Input::OutdatePeer` with this id.
+    OutdatePeerDone {
+        id: u64,
+        outcome: OutdateOutcome,
     },
 }

@@ -15,11 +15,13 @@ mod handoff;
 pub mod io;
 pub mod liveness;
 mod node;
+pub mod outdate;
 pub mod plan;
 pub mod status;
 
 pub use io::{Action, Command, CommandOutcome, Input, OpId, Severity};
 pub use liveness::PeerView;
 pub use node::Node;
+pub use outdate::{OutdateOutcome, OutdateVerdict};
 pub use plan::{StepDirection, StepTiming};
 pub use status::{LinkStatus, PeerStatus, ResourceStatus, Status, Transition};

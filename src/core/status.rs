@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::liveness::PeerView;
 use super::plan::StepTiming;
-use super::types::{DiskState, HandoffMsg, Millis, NodeState};
+use super::types::{DiskState, HandoffMsg, Millis, NodeState, OutdateMsg};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
@@ -67,6 +67,10 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     pub resources: Vec<ResourceStatus>,
     pub handoff: Option<HandoffMsg>,
+    /// What this node says about outdating in its heartbeats: its own fence-peer request to
+    /// the peer, or its answer to the peer's.
+    #[serde(default)]
+    pub outdate: Option<OutdateMsg>,
     pub takeovers: u64,
     pub restarts: u64,
     pub split_brains: u64,

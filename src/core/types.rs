@@ -200,6 +200,10 @@ pub enum OutdateKind {
     Done,
     /// "I could not outdate my disk."
     Failed,
+    /// "I hold the service (DRBD Primary): I will not outdate myself." DRBD's exit code 6.
+    Refused,
+    /// "My disk is Inconsistent or worse: there is nothing to outdate." DRBD's exit code 3.
+    Inconsistent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -27,7 +27,8 @@
 //! 44      1   handoff kind   0 none, 1 request, 2 offer, 3 accept, 4 refuse, 5 released
 //! 45      1   refuse reason  RefuseReason::code() when handoff kind is refuse, else 0
 //! 46      4   handoff id     0 when there is no handoff message
-//! 50      1   outdate kind   0 none, 1 request, 2 done, 3 failed
+//! 50      1   outdate kind   0 none, 1 request, 2 done, 3 failed, 4 refused (holds the
+//!                            service), 5 inconsistent (nothing to outdate)
 //! 51      4   outdate id     0 when there is no outdate message
 //! ---- tag ----------------------------------------------------------------------------------
 //! 55     32   tag            HMAC-SHA256 over bytes 0..55     (datagram: 87 bytes)
@@ -272,6 +273,8 @@ pub fn parse_body(body: &[u8; BODY_LEN]) -> Result<Beat, Reject> {
         1 => Some(OutdateKind::Request),
         2 => Some(OutdateKind::Done),
         3 => Some(OutdateKind::Failed),
+        4 => Some(OutdateKind::Refused),
+        5 => Some(OutdateKind::Inconsistent),
         other => return Err(bad("outdate kind", other.into())),
     };
     if outdate.is_none() && outdate_id != 0 {
@@ -316,6 +319,8 @@ fn outdate_code(kind: OutdateKind) -> u8 {
         OutdateKind::Request => 1,
         OutdateKind::Done => 2,
         OutdateKind::Failed => 3,
+        OutdateKind::Refused => 4,
+        OutdateKind::Inconsistent => 5,
     }
 }
 

@@ -61,6 +61,10 @@ pub trait Resource: Send + Sync {
     fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskState>>> {
         None
     }
+    /// Marks the local replicated disk Outdated at the peer's request (DRBD only).
+    fn outdate(&self) -> Option<BoxFuture<'_, StepResult>> {
+        None
+    }
 }
 
 /// Builds the executor for one configured resource.

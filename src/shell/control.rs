@@ -1,6 +1,6 @@
 //! The operator's control socket: a unix stream socket, mode 0600 (root only), one JSON request
-//! line in, one JSON response line out. `twinbeat status|standby|takeover|maintenance` are its
-//! clients (`cli/`).
+//! line in, one JSON response line out. `twinbeat status|standby|takeover|maintenance` and
+//! `twinbeat fence-peer` (DRBD's handler) are its clients (`cli/`).
 //!
 //! Owns: the request/response types and the listener. Reads are bounded in size and time, so a
 //! stuck or hostile client cannot hold the daemon.
@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{CommandOutcome, Status};
+use crate::core::{CommandOutcome, Millis, OutdateOutcome, Status};
 use crate::proto::Counters;
 
 use super::history::Entry;
@@ -36,6 +36,13 @@ pub enum Request {
     /// `twinbeat drill` hands its result to the daemon, the history file's only writer.
     RecordDrill {
         entry: Box<Entry>,
+    },
+    /// `twinbeat fence-peer` (DRBD's fence-peer handler): ask the peer's daemon to outdate its
+    /// disk of the DRBD resource `resource`, which must be this config's drbd resource.
+    FencePeer {
+        resource: String,
+        #[serde(default)]
+        timeout_ms: Option<Millis>,
     },
 }
 
@@ -76,7 +83,11 @@ pub struct DaemonStatus {
 pub enum Response {
     Status(Box<DaemonStatus>),
     Outcome(CommandOutcome),
-    Error { message: String },
+    /// The answer to `FencePeer`.
+    Outdate(OutdateOutcome),
+    Error {
+        message: String,
+    },
 }
 
 /// A request on its way to the driver loop, with where to send the answer.

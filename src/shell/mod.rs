@@ -351,6 +351,7 @@ impl Driver {
                 Input::StepFinished { op, result }
             }
             Report::Fence { op, result } => Input::FenceFinished { op, result },
+            Report::Outdate { op, result } => Input::OutdateFinished { op, result },
             Report::Probed { held } => Input::Probed { held },
             Report::Health { step, ok, detail } => {
                 tracing::warn!(step = %self.params.steps.get(step).map(|s| s.name.as_str()).unwrap_or("?"), %detail, "health probe failed");
@@ -388,6 +389,35 @@ impl Driver {
             Request::Standby => Command::Standby,
             Request::Takeover => Command::Takeover,
             Request::Maintenance { on } => Command::Maintenance { on },
+            Request::FencePeer {
+                resource,
+                timeout_ms,
+            } => {
+                let ours = drbd_resources(&self.cfg);
+                if !ours.contains(&resource) {
+                    let message = if ours.is_empty() {
+                        format!(
+                            "drbd resource {resource} is not managed here: {} has no drbd resource; add it as a [[resource]] of kind drbd, or point DRBD's fence-peer handler elsewhere",
+                            self.cfg.source.display()
+                        )
+                    } else {
+                        format!(
+                            "drbd resource {resource} is not managed here ({} manages {}); fix the fence-peer handler of that resource",
+                            self.cfg.source.display(),
+                            ours.join(", ")
+                        )
+                    };
+                    tracing::error!("fence-peer: {message}");
+                    let _ = inc.reply.send(Response::Error { message });
+                    return;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                tracing::warn!(id, %resource, ?timeout_ms, "DRBD's fence-peer handler asks to outdate the peer");
+                self.pending.insert(id, inc.reply);
+                node.handle(now, Input::OutdatePeer { id, timeout_ms });
+                return;
+            }
             Request::RecordDrill { mut entry } => {
                 entry.node = self.cfg.this().name.clone();
                 self.history.record(*entry);
@@ -509,6 +539,16 @@ impl Driver {
                         timeout: Duration::from_millis(timeout_ms),
                     });
                 }
+                Action::OutdateDisk { op, timeout_ms } => {
+                    tracing::warn!(op, timeout_ms, peer = %self.cfg.peer().name, "outdating the local drbd disk at the peer's request");
+                    let _ = w.jobs.send(Job::Outdate { op });
+                }
+                Action::OutdatePeerDone { id, outcome } => {
+                    if let Some(reply) = self.pending.remove(&id) {
+                        tracing::info!(id, ?outcome, "fence-peer request finished");
+                        let _ = reply.send(Response::Outdate(outcome));
+                    }
+                }
                 Action::Announce => {
                     tracing::info!("re-announcing the service addresses");
                     let _ = w.jobs.send(Job::Announce);
@@ -562,6 +602,17 @@ impl Driver {
 }
 
 /// Why a new config cannot replace the running one without a restart, if it cannot.
+/// The DRBD resource names (as drbdadm knows them) this config manages.
+fn drbd_resources(cfg: &Config) -> Vec<String> {
+    cfg.resources
+        .iter()
+        .filter_map(|r| match &r.kind {
+            config::ResourceKind::Drbd { resource } => Some(resource.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn reload_difference(old: &Config, new: &Config) -> Option<String> {
     if old.cluster != new.cluster || old.nodes != new.nodes || old.this_node != new.this_node {
         return Some("the cluster or node definitions changed".into());

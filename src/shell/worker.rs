@@ -15,10 +15,25 @@ use crate::exec;
 use crate::resources::{self, Resource, StepError};
 
 pub enum Job {
-    Acquire { op: OpId, step: usize },
-    Release { op: OpId, step: usize },
-    Cancel { op: OpId },
-    Fence { op: OpId, timeout: Duration },
+    Acquire {
+        op: OpId,
+        step: usize,
+    },
+    Release {
+        op: OpId,
+        step: usize,
+    },
+    Cancel {
+        op: OpId,
+    },
+    Fence {
+        op: OpId,
+        timeout: Duration,
+    },
+    /// Outdate the local DRBD disk (the peer asked; the core checked it is safe).
+    Outdate {
+        op: OpId,
+    },
     ProbeAll,
     Announce,
 }
@@ -47,6 +62,10 @@ pub enum Report {
         elapsed_ms: u64,
     },
     Fence {
+        op: OpId,
+        result: Result<(), String>,
+    },
+    Outdate {
         op: OpId,
         result: Result<(), String>,
     },
@@ -185,6 +204,21 @@ async fn run(
                         .map(|_| ())
                         .map_err(|e| e.to_string());
                     let _ = tx.send(Report::Fence { op, result });
+                });
+                running.insert(op, h.abort_handle());
+            }
+            Job::Outdate { op } => {
+                let s = shared.clone();
+                let tx = reports.clone();
+                let h = tokio::spawn(async move {
+                    let mut result = Err("no drbd resource is configured on this node".to_string());
+                    for r in &s.resources {
+                        if let Some(f) = r.outdate() {
+                            result = f.await.map_err(|e| e.to_string());
+                            break;
+                        }
+                    }
+                    let _ = tx.send(Report::Outdate { op, result });
                 });
                 running.insert(op, h.abort_handle());
             }

@@ -205,6 +205,11 @@ control-socket = "{dir}/control-{who}.sock"
 
     /// Starts `twinbeat run` for node `who` inside its network namespace.
     pub fn start(&mut self, who: &str) {
+        self.start_with_env(who, &[]);
+    }
+
+    /// As `start`, with extra environment for the daemon (e.g. a PATH with stand-ins first).
+    pub fn start_with_env(&mut self, who: &str, env: &[(&str, String)]) {
         let i = Lab::index(who);
         assert!(self.daemons[i].is_none(), "daemon {who} already running");
         let log = std::fs::OpenOptions::new()
@@ -219,6 +224,7 @@ control-socket = "{dir}/control-{who}.sock"
             .arg(self.config(who))
             .args(["--node", &format!("tb-{who}")])
             .env("TWINBEAT_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use twinbeat::core::{
     Action, Beat, Command, CommandOutcome, CoreParams, DiskState, Input, Millis, Node, NodeState,
-    OpId,
+    OpId, OutdateOutcome,
 };
 
 /// A small deterministic PRNG (xorshift64*): the simulator must not depend on the host.
@@ -145,6 +145,15 @@ pub struct SimNode {
     pending_fence: Option<(OpId, Millis)>,
     pub fence_ok: bool,
     pub fenced_peer_at: Vec<Millis>,
+    /// `drbdadm outdate` in progress: op and when it finishes (`None`: it hangs).
+    pending_outdate: Option<(OpId, Option<Millis>)>,
+    pub outdate_ok: bool,
+    pub outdate_hangs: bool,
+    pub outdate_ms: Millis,
+    /// When this node's disk was outdated at the peer's request.
+    pub outdated_at: Vec<Millis>,
+    /// Answers to `outdate_peer` (DRBD's fence-peer handler) by request id.
+    pub outdates: BTreeMap<u64, (Millis, OutdateOutcome)>,
     pub step_ms: Millis,
     fail_acquire: BTreeSet<usize>,
     fail_release: BTreeSet<usize>,
@@ -205,6 +214,12 @@ impl Sim {
             pending_fence: None,
             fence_ok: true,
             fenced_peer_at: Vec::new(),
+            pending_outdate: None,
+            outdate_ok: true,
+            outdate_hangs: false,
+            outdate_ms: 300,
+            outdated_at: Vec::new(),
+            outdates: BTreeMap::new(),
             step_ms: 50,
             fail_acquire: BTreeSet::new(),
             fail_release: BTreeSet::new(),
@@ -255,6 +270,22 @@ impl Sim {
         self.next_command += 1;
         self.input(n, Input::Command { id, command: c });
         id
+    }
+
+    /// DRBD on node `n` runs its fence-peer handler now; returns the request id (see `outdates`).
+    pub fn outdate_peer(&mut self, n: usize, timeout_ms: Option<Millis>) -> u64 {
+        let id = self.next_command;
+        self.next_command += 1;
+        self.input(n, Input::OutdatePeer { id, timeout_ms });
+        id
+    }
+
+    /// The fence-peer exit code DRBD on node `n` got for request `id`, if answered yet.
+    pub fn outdate_code(&self, n: usize, id: u64) -> Option<u8> {
+        self.nodes[n]
+            .outdates
+            .get(&id)
+            .map(|(_, o)| o.verdict.exit_code())
     }
 
     pub fn outcome(&self, n: usize, id: u64) -> Option<&CommandOutcome> {
@@ -355,6 +386,7 @@ impl Sim {
             }
             t.extend(n.pending.iter().filter_map(|p| p.finish_at));
             t.extend(n.pending_fence.map(|f| f.1));
+            t.extend(n.pending_outdate.and_then(|f| f.1));
             if let Some(node) = &n.node {
                 t.extend(node.poll_timeout());
             }
@@ -433,6 +465,24 @@ impl Sim {
                     self.input(n, Input::FenceFinished { op, result });
                 }
             }
+            if let Some((op, Some(t))) = self.nodes[n].pending_outdate {
+                if t <= now {
+                    self.nodes[n].pending_outdate = None;
+                    let ok = self.nodes[n].outdate_ok;
+                    let result = if ok {
+                        self.nodes[n].disk = DiskState::Outdated;
+                        self.nodes[n].outdated_at.push(now);
+                        Ok(())
+                    } else {
+                        Err("simulated drbdadm outdate failure".into())
+                    };
+                    self.input(n, Input::OutdateFinished { op, result });
+                    if ok {
+                        // The disk watcher reports the change a moment later.
+                        self.at(now + 10, Event::Disk(n, DiskState::Outdated));
+                    }
+                }
+            }
             let due = self.nodes[n]
                 .node
                 .as_ref()
@@ -457,12 +507,14 @@ impl Sim {
                 s.world = 0;
                 s.pending.clear();
                 s.pending_fence = None;
+                s.pending_outdate = None;
                 s.paused = false;
                 s.inbox.clear();
             }
             Event::KillDaemon(n) => {
                 let s = &mut self.nodes[n];
                 s.node = None;
+                s.pending_outdate = None;
                 // In-flight commands finish on their own; their result is lost with the daemon.
                 for p in std::mem::take(&mut s.pending) {
                     if p.ok && p.finish_at.is_some() {
@@ -722,6 +774,9 @@ impl Sim {
                 if s.pending_fence.is_some_and(|f| f.0 == op) {
                     s.pending_fence = None;
                 }
+                if s.pending_outdate.is_some_and(|f| f.0 == op) {
+                    s.pending_outdate = None;
+                }
             }
             Action::FencePeer { op, .. } => {
                 self.nodes[n].pending_fence = Some((op, now + 100));
@@ -733,6 +788,17 @@ impl Sim {
             }
             Action::CommandDone { id, outcome } => {
                 self.nodes[n].commands.insert(id, outcome);
+            }
+            Action::OutdateDisk { op, .. } => {
+                let s = &mut self.nodes[n];
+                let finish = (!s.outdate_hangs).then_some(now + s.outdate_ms);
+                s.pending_outdate = Some((op, finish));
+            }
+            Action::OutdatePeerDone { id, outcome } => {
+                let first = self.nodes[n].outdates.insert(id, (now, outcome)).is_none();
+                if !first {
+                    self.violation(n, "outdate", format!("request {id} answered twice"));
+                }
             }
             Action::Announce | Action::StateChanged { .. } | Action::Alert { .. } => {}
         }
@@ -750,6 +816,7 @@ impl Sim {
         let node = self.nodes[n].node.as_ref().expect("running");
         let held = node.held();
         let term = node.term();
+        let state_now = node.state();
         let boot = self.nodes[n].boot_at;
         match a {
             // Rule 2: one step at a time.
@@ -761,6 +828,24 @@ impl Sim {
             _ => {}
         }
         match a {
+            // A node that holds (or may hold) the service never outdates its own disk, and
+            // never runs two outdates at once.
+            Action::OutdateDisk { .. } => {
+                let st = state_now;
+                if st.may_hold_service() || held != 0 {
+                    self.violation(
+                        n,
+                        "outdate",
+                        format!("outdate of the local disk while {st} holding {held:#x}"),
+                    );
+                }
+                if self.nodes[n].pending_outdate.is_some() {
+                    self.violation(n, "outdate", "second outdate while one runs".into());
+                }
+            }
+            Action::Acquire { step: 0, .. } if self.nodes[n].disk == DiskState::Outdated => {
+                self.violation(n, "outdate", "promote of an Outdated disk".into());
+            }
             Action::Acquire { step, .. } => {
                 // Rule 1: acquire in config order: everything below is held, nothing above.
                 let expect = if *step == 0 { 0 } else { (1u32 << step) - 1 };

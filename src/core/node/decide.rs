@@ -339,6 +339,9 @@ impl Node {
         if matches!(self.phase, Phase::Failed(_)) {
             blockers.push("this node is failed".into());
         }
+        if self.outdate.outdating_locally() {
+            blockers.push("outdating the local disk at the peer's request".into());
+        }
         if let Fence::Failed { retry_at } = self.fence {
             blockers.push(format!(
                 "fencing the peer failed; retrying in {} ms",

@@ -40,10 +40,12 @@ impl Node {
         // Deadlines that fell due are handled on every call, not only in `handle_timeout`:
         // `poll_timeout` never reports a moment that has passed, so one missed here is lost.
         self.expire(now);
+        self.outdate_expire(now);
     }
 
     pub(super) fn after(&mut self, now: Millis) {
         self.observe_liveness(now);
+        self.outdate_step(now);
         self.decide(now);
         let beat = self.beat();
         if now >= self.next_send || self.last_sent != Some(beat) {
@@ -161,6 +163,7 @@ impl Node {
             );
         }
         if rx.restarted {
+            self.outdate.peer_restarted();
             self.alert(
                 Severity::Warn,
                 format!(
@@ -175,6 +178,10 @@ impl Node {
         // Hearing the peer ends any silence episode: a later silence needs fencing again.
         if !matches!(self.fence, Fence::Running { .. }) {
             self.fence = Fence::Idle;
+        }
+        self.outdate.peer_fenced = false;
+        if let Some(msg) = beat.outdate {
+            self.on_peer_outdate(now, msg);
         }
         if let Some(msg) = beat.handoff {
             self.on_peer_handoff(now, msg);
@@ -345,6 +352,7 @@ impl Node {
         match result {
             Ok(()) => {
                 self.fence = Fence::Cleared;
+                self.outdate.peer_fenced = true;
                 self.alert(
                     Severity::Warn,
                     format!("fenced peer {} before taking over", self.p.peer_name),

@@ -114,6 +114,7 @@ pub struct Node {
     takeovers: u64,
     restarts_total: u64,
     split_brains: u64,
+    outdate: outdate::Outdate,
 }
 
 impl Node {
@@ -163,6 +164,7 @@ impl Node {
             takeovers: 0,
             restarts_total: 0,
             split_brains: 0,
+            outdate: outdate::Outdate::new(now),
             p,
         };
         if n_steps > 0 && held == all {
@@ -243,6 +245,8 @@ impl Node {
             Input::TieBreaker { ok } => self.tiebreaker = Some(ok),
             Input::FenceFinished { op, result } => self.on_fence_finished(now, op, result),
             Input::Command { id, command } => self.on_command(now, id, command),
+            Input::OutdatePeer { id, timeout_ms } => self.on_outdate_peer(now, id, timeout_ms),
+            Input::OutdateFinished { op, result } => self.on_outdate_finished(now, op, result),
         }
         self.after(now);
     }
@@ -264,6 +268,7 @@ impl Node {
             Fence::Idle | Fence::Cleared => {}
         }
         t.extend(self.handoff.as_ref().map(|h| h.deadline));
+        t.extend(self.outdate.deadlines());
         t.extend(self.refusal.map(|r| r.until));
         t.push(self.boot_at + self.p.initdead_ms);
         t.push(self.stall_grace_until);
@@ -333,7 +338,7 @@ impl Node {
             held: self.held,
             disk: self.disk,
             handoff,
-            outdate: None,
+            outdate: self.outdate.message(),
         }
     }
 
@@ -411,6 +416,7 @@ impl Node {
                 })
                 .collect(),
             handoff: self.beat().handoff,
+            outdate: self.outdate.message(),
             takeovers: self.takeovers,
             restarts: self.restarts_total,
             split_brains: self.split_brains,
@@ -423,4 +429,5 @@ mod commands;
 mod decide;
 mod handoff_msgs;
 mod inputs;
+mod outdate;
 mod plans;

@@ -3,8 +3,11 @@
 //!
 //! Owns: the `drbdadm`/`drbdsetup` commands for one DRBD resource, reading its state, and the
 //! bounded retries DRBD needs. Must not touch: anything above the block device (file systems,
-//! the database), DRBD's configuration, connections or fencing (`disconnect`, `outdate`,
-//! `--force` promotion are the operator's call, never ours), and the decision to take over.
+//! the database), DRBD's configuration or connections (`disconnect`, `--force` promotion are the
+//! operator's call, never ours), and the decision to take over. The one fencing command here is
+//! `outdate`, run only when the core says so: the peer's DRBD lost the replication link and its
+//! fence-peer handler asked this node, through the daemons, to mark its own disk Outdated (the
+//! role Heartbeat's dopd played).
 //!
 //! The machine this was written on has no DRBD kernel module. Everything here is tested against
 //! output recorded on real DRBD 8.4.11 with drbd-utils 9.22 (`shared/fixtures/drbd-8.4/`,
@@ -15,6 +18,7 @@
 //! State comes from `drbdsetup events2 --now RES` (stable across DRBD 8.4 and 9), with plain
 //! `drbdadm status RES` as the fallback when events2 fails or prints something unparseable.
 
+pub mod conf;
 pub mod events;
 
 use std::sync::Arc;
@@ -309,6 +313,27 @@ impl Drbd {
             exec::show(&force),
         )))
     }
+
+    /// Marks the local disk Outdated (DRBD refuses it on a Primary, which the core never asks).
+    async fn outdate_local(&self) -> StepResult {
+        let res = &self.res;
+        let argv = self.argv(&["drbdadm", "outdate"]);
+        tracing::warn!(resource = %res, "outdating the local drbd disk at the peer's request");
+        let o = self
+            .runner
+            .output(&argv, self.stop_timeout)
+            .await
+            .map_err(|e| command_error("outdate", res, e))?;
+        if o.success() {
+            tracing::warn!(resource = %res, "drbd disk is Outdated: this node cannot be promoted until it resyncs");
+            return Ok(());
+        }
+        Err(StepError::Failed(format!(
+            "cannot outdate drbd resource {res}: {}; check `drbdadm status {res}` (DRBD refuses \
+             to outdate a Primary or a connected disk)",
+            exec::failed(&argv, o)
+        )))
+    }
 }
 
 fn said(o: &Output, needle: &str) -> bool {
@@ -403,5 +428,9 @@ impl Resource for Drbd {
 
     fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskState>>> {
         Some(Box::pin(async { Ok(self.state().await?.disk) }))
+    }
+
+    fn outdate(&self) -> Option<BoxFuture<'_, StepResult>> {
+        Some(Box::pin(self.outdate_local()))
     }
 }
