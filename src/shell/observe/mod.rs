@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::control::{DaemonStatus, Incoming, Request, Response};
+pub use http::{parse as http_parse, Parsed};
 pub use recorder::Recorder;
 
 /// How long a client has to send its request, and to take the answer.
