@@ -146,6 +146,7 @@ fn vip_config(address: &str, prefix: u8, interface: &str, label: Option<&str>) -
             prefix,
             interface: interface.into(),
             label: label.map(str::to_string),
+            garp_refresh_ms: 0,
         },
     }
 }

@@ -7,6 +7,10 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
+use toml::Spanned;
+
+use crate::core::Millis;
+
 use super::raw::RawResource;
 use super::types::{Mysql, MysqlControl, MysqlEndpoint, Probe, ResourceKind};
 use super::validate::Validator;
@@ -345,11 +349,36 @@ fn vip(
         (None, _, _) => Some(None),
         _ => None,
     };
+    let garp_refresh_ms = garp_refresh(v, &r.garp_refresh_ms, &p("garp-refresh-ms"));
     let (address, prefix) = parsed?;
     Some(ResourceKind::Vip {
         address,
         prefix,
         interface: interface?,
         label: label?,
+        garp_refresh_ms: garp_refresh_ms?,
     })
+}
+
+/// Shortest refresh period: faster than once a second floods every host's ARP handling for no
+/// gain (the takeover bursts already cover the move itself).
+pub const MIN_GARP_REFRESH_MS: Millis = 1_000;
+
+fn garp_refresh(v: &mut Validator, value: &Option<Spanned<u64>>, path: &str) -> Option<Millis> {
+    match value {
+        None => Some(0),
+        Some(ms) if *ms.get_ref() != 0 && *ms.get_ref() < MIN_GARP_REFRESH_MS => {
+            v.d.error(
+                ms.span(),
+                path,
+                format!(
+                    "{} ms would announce the address more than once a second",
+                    ms.get_ref()
+                ),
+                format!("write 0 (off) or at least {MIN_GARP_REFRESH_MS}, e.g. 10000"),
+            );
+            None
+        }
+        Some(ms) => Some(*ms.get_ref()),
+    }
 }

@@ -10,6 +10,7 @@
 mod diag;
 mod keyfile;
 mod kinds;
+mod observe;
 mod parse;
 mod raw;
 mod types;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use diag::{Diagnostic, Severity};
 pub use keyfile::MIN_SECRET_LEN;
+pub use observe::{Observe, DEFAULT_MAX_CONNECTIONS};
 pub use types::*;
 pub use validate::{default_timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_PORT, DEFAULT_STATE_DIR};
 

@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub failover: S<RawFailover>,
     pub daemon: S<RawDaemon>,
     pub drill: S<RawDrill>,
+    pub metrics: S<RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +110,7 @@ pub struct RawResource {
     pub address: S<String>,
     pub interface: S<String>,
     pub label: S<String>,
+    pub garp_refresh_ms: S<u64>,
 }
 
 /// Keys every resource accepts, whatever its kind.
@@ -134,7 +136,7 @@ pub fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
             "probe-interval-ms",
             "probe-timeout-ms",
         ],
-        "vip" => &["address", "interface", "label"],
+        "vip" => &["address", "interface", "label", "garp-refresh-ms"],
         "exec" => &[
             "start",
             "stop",
@@ -204,4 +206,12 @@ pub struct RawDrill {
     pub write_timeout_ms: S<u64>,
     pub replicas: S<Vec<Spanned<String>>>,
     pub max_replica_catchup_ms: S<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawMetrics {
+    pub listen: S<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub agent_listen: S<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub max_connections: S<u32>,
 }

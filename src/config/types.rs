@@ -32,6 +32,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// `twinbeat drill`'s settings; `None` without a `[drill]` section (drills refuse).
     pub drill: Option<Drill>,
+    /// `[metrics]`: Prometheus metrics and health checks; `None` (off) without the section.
+    pub metrics: Option<super::observe::Observe>,
     /// Non-fatal findings (e.g. a suspicious resource order); the daemon logs them at start.
     pub warnings: Vec<Diagnostic>,
 }
@@ -156,6 +158,8 @@ pub enum ResourceKind {
         interface: String,
         /// IPv4 label such as `lan0:db` (Linux: interface name + `:`, at most 15 bytes).
         label: Option<String>,
+        /// Period of the gratuitous ARP / NA refresh while held; 0 = off (the default).
+        garp_refresh_ms: Millis,
     },
     Exec {
         start: Vec<String>,

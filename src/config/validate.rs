@@ -186,6 +186,7 @@ pub(crate) fn validate(
     let failover = failover(raw, v, nodes.as_ref());
     let (state_dir, control_socket) = daemon(raw, v);
     let drill = drill(raw, v);
+    let metrics = super::observe::observe(raw, v, nodes.as_ref());
     if v.d.has_errors() {
         return None;
     }
@@ -204,6 +205,7 @@ pub(crate) fn validate(
         state_dir: state_dir?,
         control_socket: control_socket?,
         drill,
+        metrics,
         warnings: Vec::new(),
     })
 }

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -31,6 +32,20 @@ pub const SECOND_BURST: Burst = Burst {
     spacing: Duration::from_millis(100),
 };
 pub const SECOND_BURST_DELAY: Duration = Duration::from_secs(3);
+
+/// Frames put on the wire by this process, and periodic refresh rounds among them. Process-wide
+/// because the announcing tasks live on the worker thread and the metrics endpoint on the
+/// driver's: plain atomics are the one thing both can read without a lock or a channel.
+static FRAMES_SENT: AtomicU64 = AtomicU64::new(0);
+static REFRESH_ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+/// (frames sent, refresh rounds sent) since the daemon started, for `/metrics`.
+pub fn sent_totals() -> (u64, u64) {
+    (
+        FRAMES_SENT.load(Ordering::Relaxed),
+        REFRESH_ROUNDS.load(Ordering::Relaxed),
+    )
+}
 
 /// How many rounds, how far apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +164,27 @@ pub async fn announce_burst(
     address: IpAddr,
     burst: Burst,
 ) -> Result<Sent, AnnounceError> {
+    send_rounds(ifname, address, burst, false).await
+}
+
+/// One round of a periodic refresh (`garp-refresh-ms`): logged at debug, since an INFO line
+/// every few seconds would bury the transitions an operator reads the log for.
+pub async fn refresh_round(ifname: &str, address: IpAddr) -> Result<Sent, AnnounceError> {
+    let once = Burst {
+        count: 1,
+        spacing: Duration::ZERO,
+    };
+    let sent = send_rounds(ifname, address, once, true).await?;
+    REFRESH_ROUNDS.fetch_add(1, Ordering::Relaxed);
+    Ok(sent)
+}
+
+async fn send_rounds(
+    ifname: &str,
+    address: IpAddr,
+    burst: Burst,
+    quiet: bool,
+) -> Result<Sent, AnnounceError> {
     let started = Instant::now();
     let link = netlink::link_info(ifname).await?;
     let mac = link
@@ -163,7 +199,10 @@ pub async fn announce_burst(
         }
         for frame in &frames {
             match sender.send(frame) {
-                Ok(()) => sent.frames += 1,
+                Ok(()) => {
+                    sent.frames += 1;
+                    FRAMES_SENT.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) if round == 0 => return Err(e),
                 Err(e) => {
                     sent.dropped += 1;
@@ -172,14 +211,24 @@ pub async fn announce_burst(
             }
         }
     }
-    tracing::info!(
-        %address,
-        interface = ifname,
-        kind = if address.is_ipv4() { "gratuitous arp" } else { "unsolicited na" },
-        frames = sent.frames,
-        dropped = sent.dropped,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "announced address"
-    );
+    let kind = if address.is_ipv4() {
+        "gratuitous arp"
+    } else {
+        "unsolicited na"
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if quiet {
+        tracing::debug!(%address, interface = ifname, kind, frames = sent.frames, elapsed_ms, "refreshed address");
+    } else {
+        tracing::info!(
+            %address,
+            interface = ifname,
+            kind,
+            frames = sent.frames,
+            dropped = sent.dropped,
+            elapsed_ms,
+            "announced address"
+        );
+    }
     Ok(sent)
 }

@@ -12,10 +12,16 @@
 //! [`SECOND_BURST_DELAY`], a second burst. `release` (and a newer announce, and dropping the
 //! `Vip`) aborts that task first: a node must never announce an address it has given away,
 //! or it would pull the traffic back from the new owner.
+//!
+//! With `garp-refresh-ms` set, the same task then sends one round every period for as long as
+//! the address is held (keepalived's `garp_master_refresh`), for switches and hosts that age
+//! out entries of an address that rarely talks first. A round that comes due much later than
+//! planned is skipped: the process was paused or starved, and until the core has looked at the
+//! peer again this node may no longer be the owner.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::AbortHandle;
 
@@ -23,7 +29,8 @@ use super::{Context, Resource, StepError, StepResult};
 use crate::config;
 use crate::exec::BoxFuture;
 use crate::net::announce::{
-    announce_burst, AnnounceError, Burst, FIRST_BURST, SECOND_BURST, SECOND_BURST_DELAY,
+    announce_burst, refresh_round, AnnounceError, Burst, FIRST_BURST, SECOND_BURST,
+    SECOND_BURST_DELAY,
 };
 use crate::net::netlink;
 
@@ -33,6 +40,8 @@ pub struct Vip {
     prefix: u8,
     interface: String,
     label: Option<String>,
+    /// 0 = no periodic refresh.
+    refresh: Duration,
     /// The background part of the latest announce, if still running.
     pending: Mutex<Option<AbortHandle>>,
 }
@@ -44,6 +53,7 @@ impl Vip {
             prefix,
             interface,
             label,
+            garp_refresh_ms,
         } = &r.kind
         else {
             return Err(StepError::Failed(format!(
@@ -71,6 +81,7 @@ impl Vip {
             prefix: *prefix,
             interface: interface.clone(),
             label: label.clone(),
+            refresh: Duration::from_millis(*garp_refresh_ms),
             pending: Mutex::new(None),
         })
     }
@@ -96,7 +107,7 @@ impl Vip {
             ..FIRST_BURST
         };
         announce_burst(&self.interface, self.address, now).await?;
-        let (interface, address) = (self.interface.clone(), self.address);
+        let (interface, address, refresh) = (self.interface.clone(), self.address, self.refresh);
         let task = tokio::spawn(async move {
             if FIRST_BURST.count > 1 {
                 tokio::time::sleep(FIRST_BURST.spacing).await;
@@ -112,9 +123,31 @@ impl Vip {
             if let Err(e) = announce_burst(&interface, address, SECOND_BURST).await {
                 tracing::warn!(%address, %interface, error = %e, "announce (second burst) failed");
             }
+            if !refresh.is_zero() {
+                refresh_forever(&interface, address, refresh).await;
+            }
         });
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
         Ok(())
+    }
+}
+
+/// Refreshes every `period` until aborted (by `release`, a newer announce, or drop).
+async fn refresh_forever(interface: &str, address: IpAddr, period: Duration) {
+    // Half a period, at least a second: normal timer jitter never trips it, a pause does.
+    let slack = (period / 2).max(Duration::from_secs(1));
+    let mut due = tokio::time::Instant::now() + period;
+    loop {
+        tokio::time::sleep_until(due).await;
+        let late = tokio::time::Instant::now().saturating_duration_since(due);
+        due = tokio::time::Instant::now() + period;
+        if late > slack {
+            tracing::warn!(%address, %interface, late_ms = late.as_millis() as u64, "skipping a late gratuitous ARP refresh: this process was paused or starved, and the core decides first whether it still owns the address");
+            continue;
+        }
+        if let Err(e) = refresh_round(interface, address).await {
+            tracing::warn!(%address, %interface, error = %e, "gratuitous ARP refresh failed; retrying next period");
+        }
     }
 }
 

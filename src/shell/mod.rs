@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod history;
+pub mod observe;
 pub mod state;
 pub mod worker;
 
@@ -131,6 +132,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     let links = Links::open(&cfg)?;
     let listener = control::bind(&cfg.control_socket).await?;
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
+    let recorder = observe::Recorder::default();
+    if let Some(o) = &cfg.metrics {
+        let snapshots = observe::Snapshots::new(control_tx.clone());
+        observe::start(o, &cfg.this().name, snapshots, recorder.clone());
+    }
     tokio::spawn(control::serve(listener, control_tx));
 
     let base = Instant::now();
@@ -151,6 +157,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         last_reject_log: None,
         history: history::Writer::start(state_dir_path.clone()),
         last_transition: None,
+        recorder,
     };
 
     let sig =
@@ -231,6 +238,7 @@ struct Driver {
     history: history::Writer,
     /// The newest core transition already looked at for the history.
     last_transition: Option<Transition>,
+    recorder: observe::Recorder,
 }
 
 impl Driver {
@@ -249,6 +257,7 @@ impl Driver {
                     t,
                     std::time::SystemTime::now(),
                 );
+                self.recorder.entry(&e);
                 self.history.record(e);
             }
         }
@@ -420,6 +429,7 @@ impl Driver {
             }
             Request::RecordDrill { mut entry } => {
                 entry.node = self.cfg.this().name.clone();
+                self.recorder.entry(&entry);
                 self.history.record(*entry);
                 let _ = inc.reply.send(Response::Outcome(CommandOutcome::Done {
                     message: "recorded in the history".into(),
@@ -565,6 +575,7 @@ impl Driver {
                 }
                 Action::StateChanged { from, to, cause } => {
                     tracing::info!(%from, %to, %cause, "state change");
+                    self.recorder.transition(from, to);
                     let line = format!("{to} (term {}): {cause}", node.term());
                     notify(&[sd_notify::NotifyState::Status(&line)]);
                 }
@@ -628,6 +639,9 @@ fn reload_difference(old: &Config, new: &Config) -> Option<String> {
     }
     if old.state_dir != new.state_dir || old.control_socket != new.control_socket {
         return Some("the state dir or control socket changed".into());
+    }
+    if old.metrics != new.metrics {
+        return Some("the [metrics] listeners changed".into());
     }
     if old.tiebreaker != new.tiebreaker || old.fencing != new.fencing {
         return Some("the tie-breaker or fencing changed".into());
