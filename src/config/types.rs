@@ -298,7 +298,8 @@ impl Config {
             restart_limit: self.failover.restart_limit,
             restart_window_ms: self.failover.restart_window_ms,
             handoff_timeout_ms: self.failover.handoff_timeout_ms,
-            tiebreaker: self.tiebreaker.configured(),
+            tiebreaker: !self.tiebreaker.ping.is_empty(),
+            lease: None,
             fencing: self.fencing.as_ref().map(|f| FenceParams {
                 timeout_ms: f.timeout_ms,
                 required: f.required,

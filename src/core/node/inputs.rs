@@ -45,6 +45,7 @@ impl Node {
     pub(super) fn after(&mut self, now: Millis) {
         self.observe_liveness(now);
         self.decide(now);
+        self.lease_after(now);
         let beat = self.beat();
         if now >= self.next_send || self.last_sent != Some(beat) {
             self.queue.push_back(Action::SendHeartbeat(beat));
