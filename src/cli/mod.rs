@@ -12,6 +12,7 @@ mod handoff;
 mod history;
 mod run;
 mod status;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Drill(drill::DrillArgs),
     /// Show the failover history: every takeover, handoff, restart, demotion and drill.
     History(history::HistoryArgs),
+    /// Run the witness: a third machine that grants the "active" lease to one node at a time.
+    Witness(witness::WitnessArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit status.
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Maintenance(args) => handoff::maintenance(&args),
         Command::History(args) => history::run(&args),
         Command::Drill(args) => drill::run(&args),
+        Command::Witness(args) => witness::run(&args),
     }
 }

@@ -5,4 +5,6 @@
 //! Owns: the witness's config, its UDP socket loop and its log. Must not touch: anything of the
 //! nodes' daemon (`shell/`); it shares only the key file format and the wire code.
 
+pub mod config;
+pub mod server;
 pub mod table;
