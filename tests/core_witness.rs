@@ -70,7 +70,7 @@ fn the_first_takeover_waits_for_the_lease() {
     let sim = settled(1);
     let t = sim.entered(A, NodeState::Acquiring)[0];
     assert!(t >= 10_000, "acquired at {t}, before initdead");
-    assert_eq!(sim.node(A).status(sim.now).lease.unwrap().grants > 0, true);
+    assert!(sim.node(A).status(sim.now).lease.unwrap().grants > 0);
     safe(&sim);
 }
 
