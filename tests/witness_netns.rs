@@ -130,11 +130,12 @@ fn the_witness_lease_decides_who_is_active_and_rejects_forged_and_replayed_reque
     let lease = st.core.lease.expect("a has a lease status");
     assert!(lease.valid_for_ms.is_some_and(|v| v > 300), "{lease:?}");
     assert!(st.witness.as_ref().is_some_and(|w| w.reachable));
-    let sb = lab.status("b").expect("status b");
-    assert!(sb
-        .witness
-        .as_ref()
-        .is_some_and(|w| w.reachable && w.holder == Some(1)));
+    // b only queries (once a second): it sees the witness and a as the holder.
+    lab.wait_for("b sees a holding the lease", Duration::from_secs(5), |l| {
+        l.status("b")
+            .and_then(|s| s.witness)
+            .is_some_and(|w| w.reachable && w.holder == Some(1))
+    });
     assert!(lab.has_vip("a") && !lab.has_vip("b"));
 
     // Forged (wrong key) and replayed (an old sequence of node 1) requests, sent from c.
