@@ -32,3 +32,4 @@ pub mod net;
 pub mod proto;
 pub mod resources;
 pub mod shell;
+pub mod witness;

@@ -39,6 +39,7 @@ fn snapshot(node: &Node, now: u64) -> DaemonStatus {
         core: node.status(now),
         heartbeat: hb,
         history: Vec::new(),
+        witness: None,
     }
 }
 
@@ -144,6 +145,8 @@ fn recorded_plans_steps_and_drills_show_up() {
             and_back: false,
             service_gaps_ms: vec![800, 2_500],
             write_gaps_ms: vec![1_200],
+            vip_gaps_ms: Vec::new(),
+            replica_reconnect_ms: Vec::new(),
             canary_written: 10,
             canary_missing: 1,
             problems: vec!["a row is missing".into()],

@@ -14,6 +14,7 @@ mod handoff;
 mod history;
 mod run;
 mod status;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,8 @@ pub enum Command {
     FencePeer(fence_peer::FencePeerArgs),
     /// Show the failover history: every takeover, handoff, restart, demotion and drill.
     History(history::HistoryArgs),
+    /// Run the witness: a third machine that grants the "active" lease to one node at a time.
+    Witness(witness::WitnessArgs),
 }
 
 /// Runs the parsed command line; the returned code is the process exit status.
@@ -68,5 +71,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => history::run(&args),
         Command::Drill(args) => drill::run(&args),
         Command::FencePeer(args) => fence_peer::run(&args),
+        Command::Witness(args) => witness::run(&args),
     }
 }

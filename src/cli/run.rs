@@ -64,7 +64,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Under systemd (JOURNAL_STREAM set) the journal adds timestamps and stores severity itself:
 /// print neither time nor colour. On a terminal, both.
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWINBEAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();

@@ -130,6 +130,37 @@ pub fn render(st: &DaemonStatus) -> String {
             if tb { "reachable" } else { "NOT reachable" }
         );
     }
+    if let Some(w) = &st.witness {
+        let holder = match w.holder {
+            Some(0) => "nobody".to_string(),
+            Some(id) if id == w.node_id => format!("{} (this node)", st.node),
+            Some(id) => format!("node id {id}"),
+            None => "unknown".to_string(),
+        };
+        let left = w
+            .holder_remaining_ms
+            .map(|m| format!(", {} left", ms(m)))
+            .unwrap_or_default();
+        let mine = match c.lease.as_ref().and_then(|l| l.valid_for_ms) {
+            Some(v) => format!("; lease trusted here for {}", ms(v)),
+            None => "; no lease here".to_string(),
+        };
+        let reach = if w.reachable {
+            "reachable"
+        } else {
+            "NOT reachable"
+        };
+        let _ = writeln!(
+            o,
+            "  witness    {} {reach}: holder {holder}{left}{mine}{}",
+            w.address,
+            if w.counters.rejected() > 0 {
+                format!(" ({} rejected datagrams)", w.counters.rejected())
+            } else {
+                String::new()
+            }
+        );
+    }
     let res: Vec<String> = c
         .resources
         .iter()

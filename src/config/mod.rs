@@ -8,7 +8,7 @@
 //! `FILE:LINE:COL: field.path: what is wrong; how to fix it` (see `Diagnostic`).
 
 mod diag;
-mod keyfile;
+pub(crate) mod keyfile;
 mod kinds;
 mod observe;
 mod parse;
@@ -22,7 +22,10 @@ pub use diag::{Diagnostic, Severity};
 pub use keyfile::MIN_SECRET_LEN;
 pub use observe::{Observe, DEFAULT_MAX_CONNECTIONS};
 pub use types::*;
-pub use validate::{default_timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_PORT, DEFAULT_STATE_DIR};
+pub use validate::{
+    default_timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_LEASE_GUARD_MS, DEFAULT_LEASE_MS,
+    DEFAULT_MAX_CLOCK_DRIFT_PPM, DEFAULT_PORT, DEFAULT_STATE_DIR,
+};
 
 /// Where `twinbeat` looks when no file is named.
 pub const DEFAULT_PATH: &str = "/etc/twinbeat/twinbeat.toml";

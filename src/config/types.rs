@@ -233,6 +233,10 @@ pub struct Tiebreaker {
     pub ping: Vec<IpAddr>,
     pub witness: Option<SocketAddr>,
     pub timeout_ms: Millis,
+    /// The witness lease (see `core/node/lease.rs`); meaningful only with `witness`.
+    pub lease_ms: Millis,
+    pub lease_guard_ms: Millis,
+    pub max_clock_drift_ppm: u32,
 }
 
 impl Tiebreaker {
@@ -302,7 +306,12 @@ impl Config {
             restart_limit: self.failover.restart_limit,
             restart_window_ms: self.failover.restart_window_ms,
             handoff_timeout_ms: self.failover.handoff_timeout_ms,
-            tiebreaker: self.tiebreaker.configured(),
+            tiebreaker: !self.tiebreaker.ping.is_empty(),
+            lease: self.tiebreaker.witness.map(|_| crate::core::LeaseParams {
+                lease_ms: self.tiebreaker.lease_ms,
+                max_drift_ppm: self.tiebreaker.max_clock_drift_ppm,
+                guard_ms: self.tiebreaker.lease_guard_ms,
+            }),
             fencing: self.fencing.as_ref().map(|f| FenceParams {
                 timeout_ms: f.timeout_ms,
                 required: f.required,

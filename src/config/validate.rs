@@ -181,7 +181,7 @@ pub(crate) fn validate(
     let timing = timing(raw, v);
     let auth = auth(raw, v, &root);
     let resources = resources(raw, tree, v, &root);
-    let tiebreaker = tiebreaker(raw, v);
+    let tiebreaker = tiebreaker(raw, v, &timing);
     let fencing = fencing(raw, v);
     let failover = failover(raw, v, nodes.as_ref());
     let (state_dir, control_socket) = daemon(raw, v);
@@ -912,11 +912,20 @@ fn order_warnings(v: &mut Validator, list: &[Spanned<RawResource>]) {
     }
 }
 
-fn tiebreaker(raw: &RawConfig, v: &mut Validator) -> Tiebreaker {
+/// Defaults of the witness lease: failover after the active dies takes up to one lease, so it
+/// is a few deadtimes; 1% drift is fifty times what NTP may slew a clock.
+pub const DEFAULT_LEASE_MS: Millis = 3_000;
+pub const DEFAULT_LEASE_GUARD_MS: Millis = 300;
+pub const DEFAULT_MAX_CLOCK_DRIFT_PPM: u64 = 10_000;
+
+fn tiebreaker(raw: &RawConfig, v: &mut Validator, timing: &Timing) -> Tiebreaker {
     let mut out = Tiebreaker {
         ping: Vec::new(),
         witness: None,
         timeout_ms: 500,
+        lease_ms: DEFAULT_LEASE_MS,
+        lease_guard_ms: DEFAULT_LEASE_GUARD_MS,
+        max_clock_drift_ppm: DEFAULT_MAX_CLOCK_DRIFT_PPM as u32,
     };
     let Some(t) = raw.tiebreaker.as_ref() else {
         return out;
@@ -952,7 +961,111 @@ fn tiebreaker(raw: &RawConfig, v: &mut Validator) -> Tiebreaker {
         }
     }
     out.timeout_ms = v.positive(&t.timeout_ms, 500, "tiebreaker.timeout-ms");
+    lease(t, v, timing, &mut out);
     out
+}
+
+/// The lease keys and the inequalities the safety argument in `core/node/lease.rs` needs.
+fn lease(t: &RawTiebreaker, v: &mut Validator, timing: &Timing, out: &mut Tiebreaker) {
+    let keys = [
+        ("tiebreaker.lease-ms", &t.lease_ms),
+        ("tiebreaker.lease-guard-ms", &t.lease_guard_ms),
+        ("tiebreaker.max-clock-drift-ppm", &t.max_clock_drift_ppm),
+    ];
+    if out.witness.is_none() {
+        for (name, k) in keys {
+            if let Some(k) = k {
+                v.d.error(
+                    k.span(),
+                    name,
+                    "a lease setting without a witness",
+                    "set `witness = \"IP:PORT\"` in [tiebreaker], or remove this key",
+                );
+            }
+        }
+        return;
+    }
+    out.lease_ms = v.positive(&t.lease_ms, DEFAULT_LEASE_MS, "tiebreaker.lease-ms");
+    out.lease_guard_ms = match &t.lease_guard_ms {
+        Some(g) => *g.get_ref(),
+        None => DEFAULT_LEASE_GUARD_MS,
+    };
+    let span = |k: &Option<Spanned<u64>>| k.as_ref().map(|k| k.span()).unwrap_or(0..0);
+    let ppm = match &t.max_clock_drift_ppm {
+        Some(p) if *p.get_ref() > 100_000 || *p.get_ref() == 0 => {
+            v.d.error(
+                p.span(),
+                "tiebreaker.max-clock-drift-ppm",
+                format!("{} ppm is outside 1..=100000", p.get_ref()),
+                "write a bound on how much faster the witness's clock may run than a node's, in parts per million; 10000 (1%) is the default and far above what NTP allows",
+            );
+            DEFAULT_MAX_CLOCK_DRIFT_PPM
+        }
+        Some(p) => {
+            if *p.get_ref() < 500 {
+                v.d.warn(
+                    p.span(),
+                    "tiebreaker.max-clock-drift-ppm",
+                    format!(
+                        "{} ppm is less than the 500 ppm NTP may slew a clock",
+                        p.get_ref()
+                    ),
+                    "use at least 500, or keep the default 10000",
+                );
+            }
+            *p.get_ref()
+        }
+        None => DEFAULT_MAX_CLOCK_DRIFT_PPM,
+    };
+    out.max_clock_drift_ppm = ppm as u32;
+    let lp = crate::core::LeaseParams {
+        lease_ms: out.lease_ms,
+        max_drift_ppm: out.max_clock_drift_ppm,
+        guard_ms: out.lease_guard_ms,
+    };
+    let trusted = lp.trusted_ms(out.lease_ms);
+    // Renewals go out every lease/3: a lease must survive one lost renewal and still leave the
+    // guard, or a healthy active node would demote itself over a single dropped datagram.
+    let renew = out.lease_ms / 3;
+    if trusted < 2 * renew + out.lease_guard_ms {
+        v.d.error(
+            span(&t.lease_ms),
+            "tiebreaker.lease-ms",
+            format!(
+                "a lease of {} ms is trusted for {trusted} ms after the drift bound, less than two renewals ({renew} ms each) plus the guard {} ms",
+                out.lease_ms, out.lease_guard_ms
+            ),
+            format!(
+                "raise lease-ms to at least {} or lower lease-guard-ms",
+                (3 * out.lease_guard_ms * 1_000_000).div_ceil(1_000_000 - 3 * ppm.min(300_000)) + 3
+            ),
+        );
+    }
+    // Without a lease (witness down) the active gives up once the peer is late, while the peer
+    // waits deadtime: warntime + guard must fit in a deadtime measured on a slower clock.
+    let dead_slow = timing.deadtime_ms - (timing.deadtime_ms * ppm).div_ceil(1_000_000);
+    if timing.warntime_ms + out.lease_guard_ms >= dead_slow {
+        v.d.error(
+            span(&t.lease_guard_ms),
+            "tiebreaker.lease-guard-ms",
+            format!(
+                "warntime {} ms + lease guard {} ms is not less than deadtime {} ms less the drift bound ({dead_slow} ms)",
+                timing.warntime_ms, out.lease_guard_ms, timing.deadtime_ms
+            ),
+            "lower lease-guard-ms (it needs to cover only the VIP release) or raise deadtime-ms",
+        );
+    }
+    if out.lease_ms < timing.deadtime_ms {
+        v.d.warn(
+            span(&t.lease_ms),
+            "tiebreaker.lease-ms",
+            format!(
+                "lease {} ms is shorter than deadtime {} ms: an isolated active node gives the service up sooner than the peer could take it",
+                out.lease_ms, timing.deadtime_ms
+            ),
+            "make lease-ms a few deadtimes (3 x is usual)",
+        );
+    }
 }
 
 fn fencing(raw: &RawConfig, v: &mut Validator) -> Option<Fencing> {

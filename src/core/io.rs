@@ -39,6 +39,9 @@ pub enum Input {
     Disk(DiskState),
     /// The tie-breaker's current verdict (ping targets reachable, or witness lease held).
     TieBreaker { ok: bool },
+    /// The witness granted the lease request this node sent at `sent_at` (this node's clock,
+    /// from the shell's own record of the request) for `lease_ms` of the witness's clock.
+    LeaseGranted { sent_at: Millis, lease_ms: Millis },
     /// The executor finished `Action::FencePeer`.
     FenceFinished {
         op: OpId,

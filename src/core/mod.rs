@@ -8,7 +8,7 @@
 pub mod params;
 pub mod types;
 
-pub use params::{CoreParams, FenceParams, StepParams};
+pub use params::{CoreParams, FenceParams, LeaseParams, StepParams};
 pub use types::*;
 
 mod handoff;
@@ -24,4 +24,4 @@ pub use liveness::PeerView;
 pub use node::Node;
 pub use outdate::{OutdateOutcome, OutdateVerdict};
 pub use plan::{StepDirection, StepTiming};
-pub use status::{LinkStatus, PeerStatus, ResourceStatus, Status, Transition};
+pub use status::{LeaseStatus, LinkStatus, PeerStatus, ResourceStatus, Status, Transition};

@@ -26,6 +26,30 @@ pub struct FenceParams {
     pub retry_ms: Millis,
 }
 
+/// The witness lease (see `node/lease.rs` for the safety argument). All times on this node's
+/// monotonic clock except `lease_ms`, which the witness measures on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseParams {
+    /// The longest lease this node believes, whatever the witness grants.
+    pub lease_ms: Millis,
+    /// Bound on how much faster the witness's clock may run than this node's, in parts per
+    /// million: a lease of `L` witness-ms is trusted for `L * (1 - ppm/1e6)` local ms.
+    pub max_drift_ppm: u32,
+    /// The release starts this long before the lease lapses, so the VIP (released first) and
+    /// the database are gone while the lease still holds.
+    pub guard_ms: Millis,
+}
+
+impl LeaseParams {
+    /// How long a grant of `granted_ms` witness-ms is trusted on this node's clock.
+    pub fn trusted_ms(&self, granted_ms: Millis) -> Millis {
+        let l = granted_ms.min(self.lease_ms);
+        let ppm = u64::from(self.max_drift_ppm.min(1_000_000));
+        // Rounded down: trusting a millisecond less is always safe.
+        l - (l * ppm).div_ceil(1_000_000)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreParams {
     pub node_id: u16,
@@ -47,6 +71,9 @@ pub struct CoreParams {
     pub handoff_timeout_ms: Millis,
     /// A tie-breaker (ping targets or witness) is configured: takeovers need its approval.
     pub tiebreaker: bool,
+    /// A witness is configured: holding the service needs its lease (see `node/lease.rs`).
+    #[serde(default)]
+    pub lease: Option<LeaseParams>,
     pub fencing: Option<FenceParams>,
     /// A DRBD resource is configured: never promote unless the local disk is UpToDate.
     pub disk_gate: bool,
@@ -85,6 +112,7 @@ impl CoreParams {
             restart_window_ms: 300_000,
             handoff_timeout_ms: 120_000,
             tiebreaker: false,
+            lease: None,
             fencing: None,
             disk_gate: true,
             auto_failback: false,

@@ -51,6 +51,16 @@ pub struct ResourceStatus {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The node asks the witness for the lease (it holds, takes or would take the service).
+    pub wanted: bool,
+    /// How long the lease is still trusted on this node's clock (drift bound applied).
+    pub valid_for_ms: Option<Millis>,
+    pub last_grant_ms_ago: Option<Millis>,
+    pub grants: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: String,
     pub state: NodeState,
@@ -62,6 +72,9 @@ pub struct Status {
     pub blockers: Vec<String>,
     pub disk: DiskState,
     pub tiebreaker: Option<bool>,
+    /// The witness lease as this node believes it (None without a witness).
+    #[serde(default)]
+    pub lease: Option<LeaseStatus>,
     pub maintenance: bool,
     pub peer: PeerStatus,
     pub links: Vec<LinkStatus>,

@@ -30,6 +30,7 @@
 
 pub mod announce;
 pub mod auth;
+pub mod lease;
 pub mod receiver;
 pub mod reject;
 pub mod replay;

@@ -76,6 +76,9 @@ pub struct DaemonStatus {
     /// The newest failover history entries, oldest first (`twinbeat history` shows them all).
     #[serde(default)]
     pub history: Vec<Entry>,
+    /// The witness lease client's view (None without a witness).
+    #[serde(default)]
+    pub witness: Option<super::witness_client::WitnessStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod control;
 pub mod history;
 pub mod observe;
 pub mod state;
+pub mod witness_client;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -63,13 +64,6 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT has released everything.
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
-    if cfg.tiebreaker.witness.is_some() {
-        return Err(ShellError::Unsupported(
-            "the witness tie-breaker is not available yet; configure `ping` targets instead, \
-             or remove `witness` from [tiebreaker]"
-                .into(),
-        ));
-    }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -102,6 +96,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         persisted.generation,
     )
     .map_err(|e| ShellError::Keys(e.to_string()))?;
+    let keyring_for_witness = keyring.clone();
     let mut receiver = Receiver::new(
         keyring,
         cluster_id,
@@ -142,6 +137,29 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     let base = Instant::now();
     let now = || base.elapsed().as_millis() as Millis;
     let params: CoreParams = cfg.core_params();
+    let (mut lease_grants, lease_wants, witness_status) = match cfg.tiebreaker.witness {
+        Some(addr) => {
+            let c = witness_client::start(witness_client::Setup {
+                witness: addr,
+                keyring: keyring_for_witness.clone(),
+                key_id: cfg.auth.send_key,
+                cluster_id,
+                node_id: cfg.this().id,
+                generation: persisted.generation,
+                lease_ms: cfg.tiebreaker.lease_ms,
+                base,
+            })
+            .await
+            .map_err(|e| {
+                ShellError::Unsupported(format!(
+                    "cannot open a UDP socket for the witness {addr}: {e}"
+                ))
+            })?;
+            tracing::info!(witness = %addr, lease_ms = cfg.tiebreaker.lease_ms, "witness lease client started");
+            (Some(c.grants), Some(c.wants), Some(c.status))
+        }
+        None => (None, None, None),
+    };
     let mut node = Node::new(params.clone(), persisted.term, held, now());
     let mut d = Driver {
         generation: persisted.generation,
@@ -194,7 +212,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
                 }
             }
             Some(r) = w.reports.recv() => d.on_report(&mut node, r, now()),
-            Some(inc) = control_rx.recv() => d.on_control(&mut node, &receiver, inc, now()),
+            Some(g) = async {
+                match lease_grants.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                node.handle(now(), Input::LeaseGranted { sent_at: g.sent_at, lease_ms: g.lease_ms });
+            }
+            Some(inc) = control_rx.recv() => {
+                let witness = witness_status.as_ref().map(|s| s.status());
+                d.on_control(&mut node, &receiver, inc, now(), witness)
+            }
             _ = sigterm.recv() => d.begin_shutdown(&mut node, now()),
             _ = sigint.recv() => d.begin_shutdown(&mut node, now()),
             _ = sighup.recv() => d.reload(&mut node),
@@ -210,6 +239,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         }
         let done = d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
         d.record_history(&node);
+        if let Some(tx) = &lease_wants {
+            let wants = node.wants_lease(now());
+            tx.send_if_modified(|w| std::mem::replace(w, wants) != wants);
+        }
         if done {
             break;
         }
@@ -375,7 +408,14 @@ impl Driver {
         node.handle(now, input);
     }
 
-    fn on_control(&mut self, node: &mut Node, receiver: &Receiver, inc: Incoming, now: Millis) {
+    fn on_control(
+        &mut self,
+        node: &mut Node,
+        receiver: &Receiver,
+        inc: Incoming,
+        now: Millis,
+        witness: Option<witness_client::WitnessStatus>,
+    ) {
         let command = match inc.request {
             Request::Status => {
                 let st = DaemonStatus {
@@ -391,6 +431,7 @@ impl Driver {
                         ..self.hb.clone()
                     },
                     history: self.history.recent(),
+                    witness,
                 };
                 let _ = inc.reply.send(Response::Status(Box::new(st)));
                 return;

@@ -13,6 +13,7 @@ use twinbeat::core::{
     Action, Beat, Command, CommandOutcome, CoreParams, DiskState, Input, Millis, Node, NodeState,
     OpId, OutdateOutcome,
 };
+use twinbeat::witness::table::{Answer, Table};
 
 /// A small deterministic PRNG (xorshift64*): the simulator must not depend on the host.
 #[derive(Clone, Debug)]
@@ -104,6 +105,51 @@ pub enum Event {
     /// The next acquire of `step` on the node never finishes.
     HangNextAcquire(usize, usize),
     SetFence(usize, bool),
+    /// The witness process stops (its table is lost) or starts with an empty table.
+    WitnessDown,
+    WitnessUp,
+    /// The path between node `n` and the witness, both directions.
+    WitnessPath(usize, bool),
+}
+
+/// The witness: the real lease table (`twinbeat::witness::table`) on a clock of its own that
+/// runs `fast_ppm` faster than the nodes' (the direction that shortens a lease in real time),
+/// reached over a path per node with a fixed one-way delay.
+pub struct SimWitness {
+    pub table: Option<Table>,
+    pub lease_ms: Millis,
+    pub fast_ppm: u64,
+    pub path_up: [bool; 2],
+    pub delay_ms: Millis,
+}
+
+impl SimWitness {
+    pub fn clock(&self, now: Millis) -> Millis {
+        now + now * self.fast_ppm / 1_000_000
+    }
+}
+
+/// A node's witness client, as the shell runs it: a request every lease/3 while the core wants
+/// the lease, a release when it stops wanting it.
+#[derive(Clone, Debug, Default)]
+struct LeaseClient {
+    wanted: bool,
+    next_request: Millis,
+}
+
+#[derive(Clone, Debug)]
+enum LeaseDgram {
+    ToWitness {
+        from: usize,
+        release: bool,
+        sent_at: Millis,
+    },
+    ToNode {
+        to: usize,
+        generation: u64,
+        sent_at: Millis,
+        granted: Option<Millis>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +238,13 @@ pub struct Sim {
     next_command: u64,
     /// Sampled every step: both nodes holding step 0 (the DRBD primary) at the same time.
     pub both_held_ms: Millis,
+    /// Both nodes holding the last step (the VIP: where clients write) at the same time.
+    pub both_vip_ms: Millis,
+    pub witness: Option<SimWitness>,
+    lease_clients: [LeaseClient; 2],
+    lease_net: BTreeMap<(Millis, u64), LeaseDgram>,
+    /// Time a node held any resource while the witness's table gave the lease to the other one.
+    pub held_against_lease_ms: Millis,
 }
 
 impl Sim {
@@ -250,7 +303,24 @@ impl Sim {
             violations: Vec::new(),
             next_command: 1,
             both_held_ms: 0,
+            both_vip_ms: 0,
+            witness: None,
+            lease_clients: [LeaseClient::default(), LeaseClient::default()],
+            lease_net: BTreeMap::new(),
+            held_against_lease_ms: 0,
         }
+    }
+
+    /// Adds a witness (started at time 0, so its quiet period ends at `lease_ms`).
+    pub fn with_witness(mut self, lease_ms: Millis) -> Sim {
+        self.witness = Some(SimWitness {
+            table: Some(Table::new(0, lease_ms)),
+            lease_ms,
+            fast_ppm: 0,
+            path_up: [true, true],
+            delay_ms: 2,
+        });
+        self
     }
 
     /// Starts both daemons now.
@@ -370,9 +440,26 @@ impl Sim {
     }
 
     fn sample(&mut self, next: Millis) {
+        let dt = next.saturating_sub(self.now);
         let both = self.nodes[0].world & 1 != 0 && self.nodes[1].world & 1 != 0;
         if both {
-            self.both_held_ms += next.saturating_sub(self.now);
+            self.both_held_ms += dt;
+        }
+        let vip = 1u32 << (self.nodes[0].params.steps.len() - 1);
+        if self.nodes[0].world & vip != 0 && self.nodes[1].world & vip != 0 {
+            self.both_vip_ms += dt;
+        }
+        if let Some(w) = &self.witness {
+            if let Some((holder, _)) = w.table.as_ref().and_then(|t| t.holder(w.clock(self.now))) {
+                let other = if holder == self.nodes[0].params.node_id {
+                    1
+                } else {
+                    0
+                };
+                if self.nodes[other].world != 0 {
+                    self.held_against_lease_ms += dt;
+                }
+            }
         }
     }
 
@@ -380,6 +467,12 @@ impl Sim {
         let mut t = Vec::new();
         t.extend(self.script.keys().next().map(|k| k.0));
         t.extend(self.net.keys().next().map(|k| k.0));
+        t.extend(self.lease_net.keys().next().map(|k| k.0));
+        for (n, c) in self.lease_clients.iter().enumerate() {
+            if c.wanted && self.nodes[n].node.is_some() && !self.nodes[n].paused {
+                t.push(c.next_request);
+            }
+        }
         for n in &self.nodes {
             if n.paused || n.node.is_none() {
                 continue;
@@ -409,6 +502,13 @@ impl Sim {
             }
             let (_, d) = self.net.pop_first().expect("checked");
             self.deliver(d);
+        }
+        while let Some(((t, _), _)) = self.lease_net.first_key_value() {
+            if *t > now {
+                break;
+            }
+            let (_, d) = self.lease_net.pop_first().expect("checked");
+            self.deliver_lease(d);
         }
         for n in 0..2 {
             if self.nodes[n].paused || self.nodes[n].node.is_none() {
@@ -495,6 +595,97 @@ impl Sim {
                     .expect("running")
                     .handle_timeout(now);
                 self.drain(n);
+            }
+            self.lease_client(n);
+        }
+    }
+
+    /// The shell's witness client for node `n`.
+    fn lease_client(&mut self, n: usize) {
+        let Some(w) = &self.witness else {
+            return;
+        };
+        let Some(node) = self.nodes[n].node.as_ref() else {
+            return;
+        };
+        let now = self.now;
+        let wants = node.wants_lease(now);
+        let c = &mut self.lease_clients[n];
+        let release = c.wanted && !wants;
+        let request = wants && (!c.wanted || now >= c.next_request);
+        c.wanted = wants;
+        if !(release || request) {
+            return;
+        }
+        if request {
+            c.next_request = now + w.lease_ms / 3;
+        }
+        if w.path_up[n] {
+            let at = now + w.delay_ms;
+            self.lease_net.insert(
+                (at, self.net_seq),
+                LeaseDgram::ToWitness {
+                    from: n,
+                    release,
+                    sent_at: now,
+                },
+            );
+            self.net_seq += 1;
+        }
+    }
+
+    fn deliver_lease(&mut self, d: LeaseDgram) {
+        let now = self.now;
+        match d {
+            LeaseDgram::ToWitness {
+                from,
+                release,
+                sent_at,
+            } => {
+                let Some(w) = self.witness.as_mut() else {
+                    return;
+                };
+                let wnow = w.clock(now);
+                let id = self.nodes[from].params.node_id;
+                let Some(t) = w.table.as_mut() else {
+                    return;
+                };
+                let answer = if release {
+                    t.release(wnow, id)
+                } else {
+                    t.request(wnow, id)
+                };
+                let granted = match answer {
+                    Answer::Granted { lease_ms } => Some(lease_ms),
+                    _ => None,
+                };
+                if w.path_up[from] && !release {
+                    let at = now + w.delay_ms;
+                    self.lease_net.insert(
+                        (at, self.net_seq),
+                        LeaseDgram::ToNode {
+                            to: from,
+                            generation: self.nodes[from].generation,
+                            sent_at,
+                            granted,
+                        },
+                    );
+                    self.net_seq += 1;
+                }
+            }
+            LeaseDgram::ToNode {
+                to,
+                generation,
+                sent_at,
+                granted,
+            } => {
+                // A reply to a request of an earlier run of the daemon answers nothing.
+                if generation != self.nodes[to].generation {
+                    return;
+                }
+                if let Some(lease_ms) = granted {
+                    self.input(to, Input::LeaseGranted { sent_at, lease_ms });
+                }
             }
         }
     }
@@ -587,6 +778,23 @@ impl Sim {
                 self.nodes[n].hang_acquire.insert(s);
             }
             Event::SetFence(n, ok) => self.nodes[n].fence_ok = ok,
+            Event::WitnessDown => {
+                if let Some(w) = self.witness.as_mut() {
+                    w.table = None;
+                }
+            }
+            Event::WitnessUp => {
+                if let Some(w) = self.witness.as_mut() {
+                    if w.table.is_none() {
+                        w.table = Some(Table::new(w.clock(self.now), w.lease_ms));
+                    }
+                }
+            }
+            Event::WitnessPath(n, up) => {
+                if let Some(w) = self.witness.as_mut() {
+                    w.path_up[n] = up;
+                }
+            }
         }
     }
 
@@ -610,6 +818,7 @@ impl Sim {
         s.last_beat = None;
         s.last_release_step = None;
         s.rolling_back = None;
+        self.lease_clients[n] = LeaseClient::default();
         let node = Node::new(s.params.clone(), s.persisted_term, s.world, now);
         s.node = Some(node);
         self.drain(n);

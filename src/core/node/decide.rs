@@ -7,6 +7,9 @@ impl Node {
 
     pub(super) fn decide(&mut self, now: Millis) {
         self.pump(now);
+        if self.lease_check(now) {
+            return;
+        }
         if self.peer_view(now) == PeerView::Dead && self.handoff.is_some() {
             let peer = self.p.peer_name.clone();
             let running = matches!(self.phase, Phase::Running { .. });
@@ -255,6 +258,12 @@ impl Node {
     /// Should this standby node start the service now? Rule 4 lives here: no takeover during
     /// initdead, and none before the peer has been silent on every link for deadtime.
     pub(super) fn verdict(&self, now: Millis) -> Verdict {
+        self.verdict_with(now, true)
+    }
+
+    /// `verdict`, optionally leaving out the witness lease: "would this node take over if it
+    /// held the lease?" decides whether it asks for one.
+    pub(super) fn verdict_with(&self, now: Millis, need_lease: bool) -> Verdict {
         let peer = &self.p.peer_name;
         let mut blockers = Vec::new();
         let go = match self.peer_view(now) {
@@ -347,6 +356,9 @@ impl Node {
                 "fencing the peer failed; retrying in {} ms",
                 retry_at.saturating_sub(now)
             ));
+        }
+        if need_lease && go.is_some() {
+            blockers.extend(self.lease_blocker(now));
         }
         match go {
             Some((cause, fence)) if blockers.is_empty() => Verdict::Go { cause, fence },

@@ -47,6 +47,7 @@ impl Node {
         self.observe_liveness(now);
         self.outdate_step(now);
         self.decide(now);
+        self.lease_after(now);
         let beat = self.beat();
         if now >= self.next_send || self.last_sent != Some(beat) {
             self.queue.push_back(Action::SendHeartbeat(beat));

@@ -12,7 +12,7 @@ use super::io::{Action, Command, CommandOutcome, Input, OpId, Severity};
 use super::liveness::{PeerTracker, PeerView};
 use super::params::CoreParams;
 use super::plan::{all_steps, Plan, StepDirection, StepOp};
-use super::status::{LinkStatus, PeerStatus, ResourceStatus, Status, Transition};
+use super::status::{LeaseStatus, LinkStatus, PeerStatus, ResourceStatus, Status, Transition};
 use super::types::{Beat, DiskState, HandoffKind, HandoffMsg, Millis, NodeState, RefuseReason};
 
 const TRANSITIONS_KEPT: usize = 32;
@@ -93,6 +93,7 @@ pub struct Node {
     held: u32,
     disk: DiskState,
     tiebreaker: Option<bool>,
+    lease: lease::LeaseState,
     peer: PeerTracker,
     peer_was_late: bool,
     peer_was_dead: bool,
@@ -143,6 +144,7 @@ impl Node {
             held,
             disk,
             tiebreaker: None,
+            lease: lease::LeaseState::default(),
             peer: PeerTracker::new(links),
             peer_was_late: false,
             peer_was_dead: false,
@@ -243,6 +245,9 @@ impl Node {
                 }
             }
             Input::TieBreaker { ok } => self.tiebreaker = Some(ok),
+            Input::LeaseGranted { sent_at, lease_ms } => {
+                self.on_lease_granted(now, sent_at, lease_ms)
+            }
             Input::FenceFinished { op, result } => self.on_fence_finished(now, op, result),
             Input::Command { id, command } => self.on_command(now, id, command),
             Input::OutdatePeer { id, timeout_ms } => self.on_outdate_peer(now, id, timeout_ms),
@@ -272,6 +277,7 @@ impl Node {
         t.extend(self.refusal.map(|r| r.until));
         t.push(self.boot_at + self.p.initdead_ms);
         t.push(self.stall_grace_until);
+        t.extend(self.lease_timers());
         if self.p.auto_failback {
             t.push(self.next_failback_try);
         }
@@ -369,6 +375,7 @@ impl Node {
             blockers,
             disk: self.disk,
             tiebreaker: if p.tiebreaker { self.tiebreaker } else { None },
+            lease: self.lease_status(now),
             maintenance: matches!(self.phase, Phase::Maintenance),
             peer: PeerStatus {
                 name: p.peer_name.clone(),
@@ -430,4 +437,5 @@ mod decide;
 mod handoff_msgs;
 mod inputs;
 mod outdate;
+mod lease;
 mod plans;
