@@ -39,6 +39,8 @@ fn snapshot(node: &Node, now: u64) -> DaemonStatus {
         core: node.status(now),
         heartbeat: hb,
         history: Vec::new(),
+        metrics_listen: None,
+        agent_listen: None,
     }
 }
 

@@ -69,6 +69,11 @@ pub struct DaemonStatus {
     /// The newest failover history entries, oldest first (`twinbeat history` shows them all).
     #[serde(default)]
     pub history: Vec<Entry>,
+    /// Where this node serves `/metrics` + `/health`, and agent-check (from `[metrics]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_listen: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -390,6 +390,8 @@ impl Driver {
                         ..self.hb.clone()
                     },
                     history: self.history.recent(),
+                    metrics_listen: self.listen(|m| &m.listen),
+                    agent_listen: self.listen(|m| &m.agent_listen),
                 };
                 let _ = inc.reply.send(Response::Status(Box::new(st)));
                 return;
@@ -561,6 +563,14 @@ impl Driver {
             }
         }
         exit
+    }
+
+    fn listen(
+        &self,
+        which: impl Fn(&config::Observe) -> &std::collections::BTreeMap<String, std::net::SocketAddr>,
+    ) -> Option<String> {
+        let m = self.cfg.metrics.as_ref()?;
+        which(m).get(&self.cfg.this().name).map(|a| a.to_string())
     }
 
     fn step_name(&self, step: usize) -> String {
