@@ -137,6 +137,18 @@ max-connections = {MAX_CONNECTIONS}
     assert_eq!(agent(&lab, "a"), "up ready\n");
     assert_eq!(agent(&lab, "b"), "down\n");
     assert_eq!(get(&lab, "a", "/nope").0, 404);
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_twinbeat"))
+        .args(["status", "--socket"])
+        .arg(lab.socket("a"))
+        .output()
+        .expect("twinbeat status runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let want = format!(
+        "metrics    http://{}/metrics and /health, agent-check on {}",
+        addr("a", HTTP_PORT),
+        addr("a", AGENT_PORT)
+    );
+    assert!(text.contains(&want), "{text}");
     assert_eq!(
         lab.in_netns("c", || exchange(
             addr("a", HTTP_PORT),

@@ -40,6 +40,8 @@ fn snapshot(node: &Node, now: u64) -> DaemonStatus {
         heartbeat: hb,
         history: Vec::new(),
         witness: None,
+        metrics_listen: None,
+        agent_listen: None,
     }
 }
 

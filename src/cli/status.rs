@@ -217,6 +217,14 @@ pub fn render(st: &DaemonStatus) -> String {
         "  counters   takeovers {}, restarts {}, split brains {}",
         c.takeovers, c.restarts, c.split_brains
     );
+    if let Some(a) = &st.metrics_listen {
+        let agent = st
+            .agent_listen
+            .as_ref()
+            .map(|a| format!(", agent-check on {a}"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  metrics    http://{a}/metrics and /health{agent}");
+    }
     if !c.transitions.is_empty() {
         let _ = writeln!(o, "  recent transitions (newest last):");
         for t in c.transitions.iter().rev().take(8).rev() {

@@ -79,6 +79,11 @@ pub struct DaemonStatus {
     /// The witness lease client's view (None without a witness).
     #[serde(default)]
     pub witness: Option<super::witness_client::WitnessStatus>,
+    /// Where this node serves `/metrics` + `/health`, and agent-check (from `[metrics]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_listen: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

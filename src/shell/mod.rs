@@ -432,6 +432,8 @@ impl Driver {
                     },
                     history: self.history.recent(),
                     witness,
+                    metrics_listen: self.listen(|m| &m.listen),
+                    agent_listen: self.listen(|m| &m.agent_listen),
                 };
                 let _ = inc.reply.send(Response::Status(Box::new(st)));
                 return;
@@ -642,6 +644,14 @@ impl Driver {
             }
         }
         exit
+    }
+
+    fn listen(
+        &self,
+        which: impl Fn(&config::Observe) -> &std::collections::BTreeMap<String, std::net::SocketAddr>,
+    ) -> Option<String> {
+        let m = self.cfg.metrics.as_ref()?;
+        which(m).get(&self.cfg.this().name).map(|a| a.to_string())
     }
 
     fn step_name(&self, step: usize) -> String {

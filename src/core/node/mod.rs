@@ -436,6 +436,6 @@ mod commands;
 mod decide;
 mod handoff_msgs;
 mod inputs;
-mod outdate;
 mod lease;
+mod outdate;
 mod plans;
