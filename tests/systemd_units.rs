@@ -45,6 +45,7 @@ fn systemd_analyze_verify_passes_on_every_unit() {
         [
             "twinbeat-drill.service",
             "twinbeat-drill.timer",
+            "twinbeat-witness.service",
             "twinbeat.service"
         ]
     );
