@@ -321,7 +321,7 @@ scenario_4() {
     fig "4 $x start -> VIP on $on" "$(secs $((t_vip - t_x)))"
     fig "4 $x start -> first write acked" "$(secs $((t_resume - t_x)))"
     fig "4 $y resync done after VIP" "$(secs $(($(now_ms) - t_sync0)))"
-    fig "4 writes acked before the kill" "$(vmc c 10 'tbctl acked-count')"
+    fig "4 writes acked in the whole run" "$(vmc c 10 'tbctl acked-count')"
     KILLED=
     check_ok "4: the service returned on $on; $y resynced from $x to UpToDate"
     client_check "4"
@@ -376,7 +376,7 @@ scenario_5() {
     gap=$(write_gap "$t_cut" "$t_on")
     log "$x's kernel (DRBD) during the cut:"
     drbd_kernel "$x" 'drbd r0: (PingAck|conn\( |peer\( |pdsk|susp|fence|helper)' | tail -n 8 | sed 's/^/    /' >&2
-    t_nf=$(vmc "$x" 15 "dmesg --time-format iso | grep -m1 -E 'drbd r0: conn\\( Connected -> (NetworkFailure|Timeout|BrokenPipe)' | cut -d' ' -f1" || true)
+    t_nf=$(vmc "$x" 15 "dmesg --time-format iso | grep -E 'drbd r0: .*conn\\( Connected -> (NetworkFailure|Timeout|BrokenPipe)' | tail -n 1 | cut -d' ' -f1" || true)
     n_y=$(ev_count "$y" "$t_cut" 'state change')
     monitor a 'set_link repl on'
     monitor b 'set_link repl on'
