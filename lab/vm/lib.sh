@@ -139,9 +139,12 @@ wait_ready() {
 }
 
 # vmc G SECONDS CMD: run CMD (one line of bash) in guest G over its console; prints its output,
-# returns its exit status. Fails (status 124) when no end marker arrives within SECONDS.
+# returns its exit status. Fails (status 124) when no end marker arrives within SECONDS times
+# VMC_SCALE (default 3: on a loaded 2-core host a TCG guest's console can stall for > 10 s; a
+# healthy answer takes 0.1-0.5 s, so the scale only stretches the failure case).
+VMC_SCALE=${VMC_SCALE:-3}
 vmc() {
-    local g=$1 limit=$2 cmd=$3 id end rc
+    local g=$1 limit=$(($2 * VMC_SCALE)) cmd=$3 id end rc
     # Unique per call even in a $(...) subshell (a counter would be lost there).
     id="$(date +%s%N)-$BASHPID"
     qemu_alive "$g" || { log "vmc $g: guest is not running: $cmd"; return 125; }

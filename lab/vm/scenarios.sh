@@ -29,6 +29,7 @@ wait_for() {
     done
 }
 has_vip() { vmc "$1" 10 'tbctl has-vip'; }
+active_node_is_set() { [[ -n $(active_node) ]]; }
 # ev G AFTER_MS REGEX: epoch ms of the first line of G's twinbeat log (ttyS1) at or after
 # AFTER_MS that matches REGEX (twinbeat prints UTC ISO timestamps); empty if none.
 ev() {
@@ -90,6 +91,17 @@ wait_acks_resume() {  # wait_acks_resume AFTER_MS SECONDS
     done
 }
 
+# node_start G: DRBD and twinbeat on a (re)booted node, in the run's order (DRBD_FIRST, run.sh).
+node_start() {
+    if [[ ${DRBD_FIRST:-1} == 1 ]]; then
+        vmq "$1" 30 'tbctl drbd-up'
+        vmq "$1" 30 'tbctl tb-start'
+    else
+        vmq "$1" 30 'tbctl tb-start'
+        vmq "$1" 30 'tbctl drbd-up'
+    fi
+}
+
 # ---- 1: the active guest is killed ----------------------------------------------------------
 scenario_1() {
     log "=== scenario 1: the active guest is killed (qemu SIGKILL) ==="
@@ -98,7 +110,7 @@ scenario_1() {
     [[ -n $k ]] || fail "1: no active node before the kill"
     s=$(other "$k")
     sleep 3  # a few seconds of steady writes before the kill, for the gap figure
-    last_before=$(vmc c 10 'tbctl acked-count')
+    last_before=$(vmc c 10 'tbctl acked-count') || last_before="?"
     t_kill=$(now_ms)
     kill_guest "$k"
     KILLED=$k
@@ -129,26 +141,26 @@ scenario_1() {
 }
 
 # ---- 2: twinbeat standby both ways ----------------------------------------------------------
-standby_once() {  # standby_once FROM
-    local x=$1 y t0 t1 t_resume out
+standby_once() {  # standby_once FROM [SCENARIO]
+    local x=$1 n=${2:-2} y t0 t1 t_resume out
     y=$(other "$x")
     t0=$(now_ms)
-    out=$(vmc "$x" 200 'tbctl standby --timeout 180') || fail "2: twinbeat standby on $x failed: $out"
+    out=$(vmc "$x" 200 'tbctl standby --timeout 180') || fail "$n: twinbeat standby on $x failed: $out"
     t1=$(now_ms)
     printf '%s\n' "$out" | sed "s/^/    [$x] /" >&2
-    wait_for 60 "node $y to hold the VIP" has_vip "$y" || fail "2: VIP not on $y after standby on $x"
-    has_vip "$x" >/dev/null 2>&1 && fail "2: VIP on both $x and $y"
-    [[ $(vmc "$x" 10 'tbctl role') == Secondary/Primary ]] || fail "2: DRBD on $x is not Secondary/Primary"
-    wait_acks_resume "$t1" 60 || fail "2: writes did not resume after standby $x -> $y"
+    wait_for 60 "node $y to hold the VIP" has_vip "$y" || fail "$n: VIP not on $y after standby on $x"
+    has_vip "$x" >/dev/null 2>&1 && fail "$n: VIP on both $x and $y"
+    [[ $(vmc "$x" 10 'tbctl role') == Secondary/Primary ]] || fail "$n: DRBD on $x is not Secondary/Primary"
+    wait_acks_resume "$t1" 60 || fail "$n: writes did not resume after standby $x -> $y"
     t_resume=$(first_ack_after "$t1")
     sleep 2
     log "node $x (handing off) and $y (taking over), ms after the standby command:"
     timeline "$x" "$t0" "$t1"
     timeline "$y" "$t0" "$t1"
-    fig "2 standby $x->$y command duration" "$(secs $((t1 - t0)))"
-    fig "2 standby $x->$y release steps" "$(vmc "$x" 10 'tbctl status' | grep -E '^ +-' | tail -n 1 | sed 's/^ *//')"
-    fig "2 standby $x->$y acquire steps" "$(vmc "$y" 10 'tbctl status' | grep -E '^ +\+r0' | tail -n 1 | sed 's/^ *//')"
-    fig "2 standby $x->$y client write gap" "$(secs "$(write_gap $((t0 - 5000)) $((t_resume + 5000)))")"
+    fig "$n standby $x->$y command duration" "$(secs $((t1 - t0)))"
+    fig "$n standby $x->$y release steps" "$(vmc "$x" 10 'tbctl status' | grep -E '^ +-' | tail -n 1 | sed 's/^ *//')"
+    fig "$n standby $x->$y acquire steps" "$(vmc "$y" 10 'tbctl status' | grep -E '^ +\+r0' | tail -n 1 | sed 's/^ *//')"
+    fig "$n standby $x->$y client write gap" "$(secs "$(write_gap $((t0 - 5000)) $((t_resume + 5000)))")"
 }
 scenario_2() {
     log "=== scenario 2: twinbeat standby both ways ==="
@@ -176,13 +188,11 @@ scenario_3() {
     wait_ready "$k"
     guest_clock_sync "$k"
     fig "3 reboot of $k to a ready shell" "${BOOT_S[$k]} s"
-    # As at a node's boot: twinbeat, then DRBD (see run.sh for why in that order).
-    vmq "$k" 30 'tbctl tb-start'
     t_up=$(now_ms)
-    vmq "$k" 30 'tbctl drbd-up'
+    node_start "$k"
     end=$((SECONDS + 240))
     while :; do
-        d=$(peer_disk "$s")
+        d=$(peer_disk "$s") || d="?"  # a slow console answer is no state change
         if [[ $d != "$last" ]]; then
             seen+=("$d@+$(($(now_ms) - t_up))ms")
             log "  $s's twinbeat sees the peer's disk: $d"
@@ -210,4 +220,188 @@ scenario_3() {
     vmq "$k" 10 'tbctl status'
     KILLED=
     client_check "3"
+}
+
+# ---- 4: an Outdated disk on the only node up is never promoted -------------------------------
+# The standby y is stopped and its disk outdated offline (its metadata says "stale"); the active
+# x goes on writing alone for a while (so y really is behind), then x is killed. y comes up
+# alone: twinbeat must refuse the takeover, say why, and not retry in a loop. Then x comes back
+# and the service returns there; y resyncs from it.
+S4_WATCH_S=${S4_WATCH_S:-40}  # > initdead (8 s) + deadtime (2 s) + a margin for TCG stalls
+scenario_4() {
+    log "=== scenario 4: an Outdated disk on the only node up is never promoted ==="
+    local x y t_alone t_kill t_start paused=0 on n_poll end snap st blocked n_prom n_acq n_drbd n_cmd n_state t_x t_vip t_resume t_sync0 acked_alone
+    if ! qemu_alive a || ! qemu_alive b; then fail "4 needs both nodes up"; fi
+    x=$(active_node)
+    [[ -n $x ]] || fail "4: no active node"
+    y=$(other "$x")
+    vmq "$y" 120 'tbctl tb-stop'
+    vmq "$y" 30 'tbctl drbd-down'
+    vmq "$y" 30 'tbctl drbd-outdate'
+    # x writes alone for a few seconds: these writes exist on x's disk only.
+    t_alone=$(now_ms)
+    sleep 3
+    acked_alone=$(acks_between "$t_alone" 99999999999999 | wc -l)
+    ((acked_alone > 0)) || fail "4: no write acknowledged by $x while $y was down"
+    t_kill=$(now_ms)
+    kill_guest "$x"
+    KILLED=$x
+    log "killed $x (active, the only UpToDate disk); $y is Outdated, $acked_alone writes acked on $x alone"
+    vmq "$y" 30 'tbctl drbd-up'
+    snap=$(vmc "$y" 15 'tbctl snap') || fail "4: cannot read $y's state"
+    log "  $y alone: $snap"
+    [[ $snap == "Secondary/Unknown WFConnection Outdated/DUnknown -" ]] ||
+        fail "4: $y's DRBD is not Secondary, WFConnection, Outdated after the outdate ($snap)"
+    t_start=$(now_ms)
+    vmq "$y" 30 'tbctl tb-start'
+    log "watching $y for ${S4_WATCH_S} s: it must not promote, nor hold the VIP"
+    end=$((SECONDS + S4_WATCH_S))
+    while ((SECONDS < end)); do
+        snap=$(vmc "$y" 15 'tbctl snap') || fail "4: cannot read $y's state"
+        [[ $snap == Secondary/* ]] || fail "4: $y's DRBD left Secondary with an Outdated disk ($snap)"
+        [[ $snap == *" -" ]] || fail "4: $y holds the VIP with an Outdated disk ($snap)"
+        sleep 1
+    done
+    st=$(vmc "$y" 15 'tbctl status') || fail "4: twinbeat status on $y failed"
+    printf '%s\n' "$st" | sed "s/^/    [$y] /" >&2
+    blocked=$(printf '%s\n' "$st" | grep -E '^ +blocked' | sed 's/^ *blocked *//')
+    grep -qE '^ +disk +Outdated' <<<"$st" || fail "4: $y's status does not show its disk as Outdated"
+    grep -q 'local disk is Outdated; only an UpToDate disk is ever promoted' <<<"$st" ||
+        fail "4: $y's status does not name the Outdated disk as the reason (blocked: ${blocked:-none})"
+    n_state=$(ev_count "$y" "$t_start" 'state change')
+    n_acq=$(ev_count "$y" "$t_start" 'state change .*to=acquiring')
+    n_prom=$(ev_count "$y" "$t_start" 'promoting drbd resource')
+    # twinbeat reads the disk state once a second (drbdsetup events2 --now): that is the normal
+    # poll, not an attempt. Its actions (primary, secondary) and its fallback read are drbdadm.
+    n_poll=$(ev_count "$y" "$t_start" 'ran command argv=drbdsetup events2 --now')
+    n_drbd=$(ev_count "$y" "$t_start" 'ran command argv=drbdadm ')
+    n_cmd=$(ev_count "$y" "$t_start" 'ran command')
+    log "$y's twinbeat log since its start (ms after the start):"
+    timeline "$y" "$t_start" "$(now_ms)"
+    fig "4 $y alone, Outdated: watched" "${S4_WATCH_S} s"
+    fig "4 takeover attempts (to=acquiring)" "$n_acq (state changes: $n_state)"
+    fig "4 drbd promotions tried" "$n_prom"
+    fig "4 drbdadm commands" "$n_drbd (disk-state reads: $n_poll, all commands: $n_cmd)"
+    fig "4 status names the reason" "blocked: $blocked"
+    ((n_acq == 0 && n_prom == 0)) || fail "4: $y tried to take over with an Outdated disk"
+    ((n_drbd == 0)) || fail "4: $n_drbd drbdadm commands on $y while it may not promote: a retry loop?"
+    # A retry storm would also show as more reads than the once-a-second poll (+ start-up).
+    ((n_poll <= S4_WATCH_S * 3 / 2 + 10)) || fail "4: $n_poll disk-state reads in ~${S4_WATCH_S} s: a loop?"
+    check_ok "4: $y (Outdated, alone) never promoted; status says why; no drbdadm command, $n_poll state reads"
+
+    # Keep y Inconsistent (resync paused) until x has taken over: otherwise a fast resync can
+    # make y UpToDate before x's initdead ends, and y (if preferred) would take the service,
+    # which is safe but not what this scenario shows.
+    if vmc "$y" 15 'drbdadm pause-sync r0' >/dev/null; then paused=1; else log "note: pause-sync on $y refused; the resync runs at once"; fi
+    log "bringing $x (the UpToDate disk) back"
+    boot "$x"
+    wait_ready "$x"
+    guest_clock_sync "$x"
+    t_x=$(now_ms)
+    node_start "$x"
+    wait_for 180 "a node to hold the VIP" active_node_is_set || fail "4: no node took over within 180 s of $x's start"
+    t_vip=$(now_ms)
+    on=$(active_node)
+    has_vip "$(other "$on")" >/dev/null 2>&1 && fail "4: VIP on both $x and $y"
+    if [[ $on != "$x" ]]; then
+        ((paused == 0)) || fail "4: $y took over while its resync was paused (Inconsistent)"
+        log "note: $y resynced before $x's initdead ended and took over (UpToDate by then)"
+    fi
+    ((paused == 0)) || vmq "$y" 15 'drbdadm resume-sync r0'
+    t_sync0=$(now_ms)
+    wait_for 240 "$y to resync from $x (UpToDate/UpToDate)" \
+        vmc "$y" 10 '[[ $(drbdadm dstate r0) == UpToDate/UpToDate ]]' ||
+        fail "4: $y did not resync from $x within 240 s ($(vmc "$y" 10 'tbctl snap'))"
+    [[ $(vmc "$(other "$on")" 10 'tbctl role') == Secondary/Primary ]] || fail "4: $(other "$on") is not Secondary/Primary after the resync"
+    wait_acks_resume "$t_vip" 60 || fail "4: the client's writes did not resume on $x"
+    t_resume=$(first_ack_after "$t_vip")
+    log "$x's twinbeat log from its start (ms after the start):"
+    timeline "$x" "$t_x" "$t_vip"
+    fig "4 reboot of $x to a ready shell" "${BOOT_S[$x]} s"
+    fig "4 $x start -> VIP on $on" "$(secs $((t_vip - t_x)))"
+    fig "4 $x start -> first write acked" "$(secs $((t_resume - t_x)))"
+    fig "4 $y resync done after VIP" "$(secs $(($(now_ms) - t_sync0)))"
+    fig "4 writes acked in the whole run" "$(vmc c 10 'tbctl acked-count')"
+    KILLED=
+    check_ok "4: the service returned on $on; $y resynced from $x to UpToDate"
+    client_check "4"
+}
+
+# ---- 5: DRBD's replication link cut, heartbeats up ------------------------------------------
+# repl0 (DRBD only) is switched off on both qemus (HMP set_link); hb0 and lan0 stay up, so
+# twinbeat sees a healthy peer. Without a DRBD fencing policy the primary goes on writing with
+# the peer disconnected, and the secondary keeps calling its (stale) disk UpToDate. The check:
+# never two writable primaries (DRBD Primary or VIP on both), no takeover, and every write the
+# client saw acknowledged during the cut survives the reconnection's resync, also on the other
+# node (a standby to it after the resync reads them there).
+S5_CUT_S=${S5_CUT_S:-20}
+s5_sample() {  # s5_sample: one "a-snap | b-snap" line; fails on two primaries or two VIPs
+    local sa sb
+    sa=$(vmc a 15 'tbctl snap') || sa="? ? ? ?"
+    sb=$(vmc b 15 'tbctl snap') || sb="? ? ? ?"
+    echo "a: $sa | b: $sb"
+    [[ $sa == Primary/* && $sb == Primary/* ]] && fail "5: both nodes are DRBD Primary (a: $sa, b: $sb)"
+    [[ $sa == *" vip" && $sb == *" vip" ]] && fail "5: both nodes hold the VIP (a: $sa, b: $sb)"
+    return 0
+}
+scenario_5() {
+    log "=== scenario 5: DRBD's replication link is cut, the heartbeat links stay up ==="
+    local x y t_cut t_on end line last="" seen=() t_nf t_conn n_acked_cut gap st_x st_y n_y
+    if ! qemu_alive a || ! qemu_alive b; then fail "5 needs both nodes up"; fi
+    x=$(active_node)
+    [[ -n $x ]] || fail "5: no active node"
+    y=$(other "$x")
+    [[ $(vmc "$x" 10 'drbdadm dstate r0') == UpToDate/UpToDate ]] || fail "5: DRBD not UpToDate/UpToDate before the cut"
+    sleep 2
+    t_cut=$(now_ms)
+    monitor a 'set_link repl off'
+    monitor b 'set_link repl off'
+    log "repl0 off on both guests (hb0, lan0 up); sampling both nodes for ${S5_CUT_S} s"
+    end=$((SECONDS + S5_CUT_S))
+    while ((SECONDS < end)); do
+        line=$(s5_sample) || exit 1
+        if [[ $line != "$last" ]]; then
+            seen+=("+$(($(now_ms) - t_cut))ms $line")
+            log "  +$(($(now_ms) - t_cut)) ms  $line"
+            last=$line
+        fi
+        sleep 0.5
+    done
+    st_x=$(vmc "$x" 15 'tbctl status') || st_x="(no answer)"
+    st_y=$(vmc "$y" 15 'tbctl status') || st_y="(no answer)"
+    printf '%s\n' "$st_x" | sed "s/^/    [$x] /" >&2
+    printf '%s\n' "$st_y" | sed "s/^/    [$y] /" >&2
+    t_on=$(now_ms)
+    n_acked_cut=$(acks_between "$t_cut" "$t_on" | wc -l)
+    gap=$(write_gap "$t_cut" "$t_on")
+    log "$x's kernel (DRBD) during the cut:"
+    drbd_kernel "$x" 'drbd r0: (PingAck|conn\( |peer\( |pdsk|susp|fence|helper)' | tail -n 8 | sed 's/^/    /' >&2
+    t_nf=$(vmc "$x" 15 "dmesg --time-format iso | grep -E 'drbd r0: .*conn\\( Connected -> (NetworkFailure|Timeout|BrokenPipe)' | tail -n 1 | cut -d' ' -f1" || true)
+    n_y=$(ev_count "$y" "$t_cut" 'state change')
+    monitor a 'set_link repl on'
+    monitor b 'set_link repl on'
+    log "repl0 on again; waiting for DRBD to reconnect and resync"
+    wait_for 240 "DRBD Connected and UpToDate/UpToDate on $y" \
+        vmc "$y" 10 '[[ $(drbdadm cstate r0) == Connected && $(drbdadm dstate r0) == UpToDate/UpToDate ]]' ||
+        fail "5: DRBD did not reconnect and resync within 240 s ($(s5_sample))"
+    t_conn=$(now_ms)
+    s5_sample >/dev/null
+    log "$y's kernel (DRBD) on reconnection:"
+    drbd_kernel "$y" 'drbd r0: (conn\( |Began resync|Resync done|pdsk|disk\(|Split-Brain|uuid)' | tail -n 8 | sed 's/^/    /' >&2
+    fig "5 states seen during the cut" "${#seen[@]} distinct samples (log above)"
+    fig "5 DRBD noticed the cut (x kernel)" "$(if [[ -n $t_nf ]]; then secs $(($(date -d "${t_nf/,/.}" +%s%3N) - t_cut)); echo " after the cut"; else echo "not seen"; fi)"
+    fig "5 writes acked during the cut" "$n_acked_cut in $(secs $((t_on - t_cut))) (on $x only)"
+    fig "5 client write gap during the cut" "$(secs "$gap")"
+    fig "5 $y state changes during the cut" "$n_y"
+    fig "5 $x status: disk, peer" "$(grep -E '^ +(disk|peer) ' <<<"$st_x" | sed 's/^ *//' | tr -s ' ' | paste -sd';')"
+    fig "5 $y status: disk, peer" "$(grep -E '^ +(disk|peer) ' <<<"$st_y" | sed 's/^ *//' | tr -s ' ' | paste -sd';')"
+    fig "5 link on -> Connected UpToDate" "$(secs $((t_conn - t_on)))"
+    ((n_y == 0)) || fail "5: $y changed state during the cut (heartbeats were up)"
+    has_vip "$y" >/dev/null 2>&1 && fail "5: $y holds the VIP"
+    check_ok "5: one writable primary throughout ($x); $y stayed standby; DRBD reconnected and resynced"
+    client_check "5 (on $x)"
+    # The writes acknowledged during the cut were on x's disk only; after the resync they must be
+    # on y's too: hand the service to y and read them there.
+    standby_once "$x" 5
+    client_check "5 (on $y after the resync)"
 }
