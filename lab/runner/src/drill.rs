@@ -299,7 +299,7 @@ pub fn drill(cx: &Ctx, x: Node, o: &mut Outcome) -> Result<()> {
     let (code, after) = http_get(x, "/metrics")?;
     let passed_after = sample(&after, passed_series);
     o.check(
-        "the drill is counted in node's /metrics",
+        "the drill is counted in the node's /metrics",
         code == 200 && passed_after.is_some_and(|v| v >= passed_before + 1.0),
         format!("{passed_series}: {passed_before} before, {passed_after:?} after (HTTP {code})"),
     );
