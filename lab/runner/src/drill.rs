@@ -1,8 +1,9 @@
 //! Scenario 8: `twinbeat drill` in the lab, run with the command line of
 //! `systemd/twinbeat-drill.service`, and its report checked against what the lab's own client
 //! saw: the same outages, no acknowledged write lost (the drill's canary nor the client's), the
-//! replica following, the drill in the daemon's history, and a second drill inside
-//! `min-interval-ms` refused with nothing changed.
+//! replica following, the drill in the daemon's history and in its /metrics, HAProxy's
+//! /health and agent-check pointing at the active node before and after, and a second drill
+//! inside `min-interval-ms` refused with nothing changed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -110,6 +111,69 @@ fn client_outages(acked: &[clientlog::Write], from: i64, to: i64) -> Vec<i64> {
         .collect()
 }
 
+/// A node's LAN address, where its `[metrics]` listeners are (lab/conf).
+fn lan_addr(n: Node) -> &'static str {
+    match n {
+        Node::A => "198.51.100.11",
+        Node::B => "198.51.100.12",
+    }
+}
+
+/// GET `path` on the node's metrics listener from the client namespace: (status, body).
+fn http_get(n: Node, path: &str) -> Result<(u16, String)> {
+    let url = format!("http://{}:9105{path}", lan_addr(n));
+    let out = run_quiet(
+        &[
+            "nsenter",
+            "--net=/run/netns/tblab-c",
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ],
+        10,
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+/// The node's HAProxy agent-check answer (one line), from the client namespace.
+fn agent_check(n: Node) -> Result<String> {
+    let script = format!("exec 3<>/dev/tcp/{}/9106 && head -n 1 <&3", lan_addr(n));
+    let out = run_quiet(
+        &["nsenter", "--net=/run/netns/tblab-c", "bash", "-c", &script],
+        10,
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What HAProxy would see: /health 200 and `up ready` on the active node, 503 and `down` on
+/// the standby.
+fn surfaces(x: Node, when: &str, o: &mut Outcome) -> Result<()> {
+    let y = x.other();
+    let (hx, _) = http_get(x, "/health")?;
+    let (hy, _) = http_get(y, "/health")?;
+    let (ax, ay) = (agent_check(x)?, agent_check(y)?);
+    o.check(
+        &format!("HAProxy checks {when}: only the active node is up"),
+        hx == 200 && hy == 503 && ax == "up ready" && ay == "down",
+        format!("/health {x} {hx}, {y} {hy}; agent-check {x} {ax:?}, {y} {ay:?}"),
+    );
+    Ok(())
+}
+
+/// A sample's value from Prometheus text (`name{labels} value`).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == series).then(|| v.parse().ok())?
+    })
+}
+
 pub fn drill(cx: &Ctx, x: Node, o: &mut Outcome) -> Result<()> {
     let lab = &cx.lab;
     let repo = lab.lab.parent().context("lab has no parent")?;
@@ -126,6 +190,11 @@ pub fn drill(cx: &Ctx, x: Node, o: &mut Outcome) -> Result<()> {
             std::thread::sleep(Duration::from_millis(left as u64 + 200));
         }
     }
+
+    surfaces(x, "before the drill", o)?;
+    let (_, before) = http_get(x, "/metrics")?;
+    let passed_series = "twinbeat_drills_total{result=\"passed\"}";
+    let passed_before = sample(&before, passed_series).unwrap_or(0.0);
 
     let sampler = Sampler::start();
     let t0 = now_ms();
@@ -223,6 +292,16 @@ pub fn drill(cx: &Ctx, x: Node, o: &mut Outcome) -> Result<()> {
             hist.map(|h| h["cause"].to_string())
                 .unwrap_or_else(|| "none".into())
         ),
+    );
+
+    // Back where it was: the load balancer's view and the metrics must say so.
+    surfaces(x, "after the drill", o)?;
+    let (code, after) = http_get(x, "/metrics")?;
+    let passed_after = sample(&after, passed_series);
+    o.check(
+        "the drill is counted in the node's /metrics",
+        code == 200 && passed_after.is_some_and(|v| v >= passed_before + 1.0),
+        format!("{passed_series}: {passed_before} before, {passed_after:?} after (HTTP {code})"),
     );
 
     // Again at once: refused by the interval, and nothing moves.
