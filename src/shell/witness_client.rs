@@ -130,6 +130,7 @@ async fn run(
     let mut next = Instant::now();
     let mut buf = [0u8; 512];
     let mut last_log: Option<Instant> = None;
+    let mut warned_short = false;
     let now_ms = |base: Instant| base.elapsed().as_millis() as Millis;
     let update = |f: &mut dyn FnMut(&mut WitnessStatus, &mut Option<Instant>)| {
         if let Ok(mut g) = status.lock() {
@@ -202,6 +203,17 @@ async fn run(
                             st.counters = counters.clone();
                         });
                         if m.msg.kind == Kind::Granted {
+                            // The core trusts the shorter of the two; renewals every lease/3 of
+                            // the longer one could then let a healthy lease run out.
+                            if u64::from(m.msg.ms) < s.lease_ms && !warned_short {
+                                warned_short = true;
+                                tracing::warn!(
+                                    witness = %s.witness,
+                                    granted_ms = m.msg.ms,
+                                    configured_ms = s.lease_ms,
+                                    "the witness grants a shorter lease than [tiebreaker] lease-ms; set the same lease-ms on the witness and both nodes"
+                                );
+                            }
                             if *wants.borrow() {
                                 let _ = grants.send(Grant {
                                     sent_at: m.sent_at,
