@@ -178,19 +178,9 @@ impl Node {
                         Fence::Cleared => {}
                         Fence::Running { .. } | Fence::Failed { .. } => return,
                         Fence::Idle => {
-                            let Some(f) = self.p.fencing.clone() else {
-                                return;
-                            };
-                            let op = self.next_op;
-                            self.next_op += 1;
-                            self.fence = Fence::Running {
-                                op,
-                                deadline: now + f.timeout_ms,
-                            };
-                            self.queue.push_back(Action::FencePeer {
-                                op,
-                                timeout_ms: f.timeout_ms,
-                            });
+                            if let Some(f) = self.p.fencing.clone() {
+                                self.start_fence(now, &f);
+                            }
                             return;
                         }
                     }

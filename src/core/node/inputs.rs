@@ -346,6 +346,20 @@ impl Node {
         self.fence_result(now, result);
     }
 
+    /// Runs the fence command, timed out by the core (a takeover and fence-peer both need it).
+    pub(super) fn start_fence(&mut self, now: Millis, f: &crate::core::FenceParams) {
+        let op = self.next_op;
+        self.next_op += 1;
+        self.fence = Fence::Running {
+            op,
+            deadline: now + f.timeout_ms,
+        };
+        self.queue.push_back(Action::FencePeer {
+            op,
+            timeout_ms: f.timeout_ms,
+        });
+    }
+
     pub(super) fn fence_result(&mut self, now: Millis, result: Result<(), String>) {
         let Some(f) = self.p.fencing.clone() else {
             return;

@@ -215,18 +215,7 @@ impl Node {
             );
         };
         match self.fence {
-            Fence::Idle => {
-                let op = self.next_op;
-                self.next_op += 1;
-                self.fence = Fence::Running {
-                    op,
-                    deadline: now + f.timeout_ms,
-                };
-                self.queue.push_back(Action::FencePeer {
-                    op,
-                    timeout_ms: f.timeout_ms,
-                });
-            }
+            Fence::Idle => self.start_fence(now, &f),
             Fence::Running { .. } => {}
             // `Cleared` without `peer_fenced` is a failed fence that is not required.
             Fence::Failed { .. } | Fence::Cleared => self.complete_asking(
