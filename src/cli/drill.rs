@@ -1065,10 +1065,17 @@ pub fn render(r: &Report) -> String {
         r.time,
         r.verdict.to_uppercase()
     );
+    let width = r
+        .prechecks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     for c in &r.prechecks {
         let _ = writeln!(
             o,
-            "  check  {:<22} {}  {}",
+            "  check  {:<width$} {}  {}",
             c.name,
             if c.ok { "ok  " } else { "FAIL" },
             c.detail
