@@ -7,7 +7,7 @@ mod sim;
 
 use sim::{Event, Rng, Sim};
 use twinbeat::core::{
-    Action, Command, CoreParams, DiskState, FenceParams, Input, NodeState, OutdateKind, OutdateMsg,
+    Action, Command, CoreParams, DiskState, Input, NodeState, OutdateKind, OutdateMsg,
     OutdateVerdict,
 };
 
@@ -33,15 +33,7 @@ fn settled(seed: u64) -> Sim {
 }
 
 fn with_fencing(seed: u64, required: bool) -> Sim {
-    let f = FenceParams {
-        timeout_ms: 5_000,
-        required,
-        retry_ms: 2_000,
-    };
-    let mut a = CoreParams::example(1);
-    let mut b = CoreParams::example(2);
-    a.fencing = Some(f.clone());
-    b.fencing = Some(f);
+    let (a, b) = sim::fenced_params(required);
     settled_with(seed, a, b)
 }
 

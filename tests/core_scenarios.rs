@@ -3,9 +3,7 @@
 mod sim;
 
 use sim::{Event, Sim};
-use twinbeat::core::{
-    Action, Command, CommandOutcome, CoreParams, DiskState, FenceParams, NodeState, PeerView,
-};
+use twinbeat::core::{Action, Command, CommandOutcome, CoreParams, DiskState, NodeState, PeerView};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -598,15 +596,7 @@ fn a_partition_with_a_tie_breaker_never_gives_two_active_nodes() {
 }
 
 fn with_fencing(seed: u64, required: bool) -> Sim {
-    let f = FenceParams {
-        timeout_ms: 5_000,
-        required,
-        retry_ms: 2_000,
-    };
-    let mut a = CoreParams::example(1);
-    let mut b = CoreParams::example(2);
-    a.fencing = Some(f.clone());
-    b.fencing = Some(f);
+    let (a, b) = sim::fenced_params(required);
     let mut sim = Sim::with_params(seed, a, b);
     sim.start_both();
     sim.run_until(12_000);

@@ -177,6 +177,20 @@ struct Window {
     link_high: BTreeMap<usize, u64>,
 }
 
+/// Both nodes' params with the same fence command (timeout 5 s, retry 2 s).
+pub fn fenced_params(required: bool) -> (CoreParams, CoreParams) {
+    let f = twinbeat::core::FenceParams {
+        timeout_ms: 5_000,
+        required,
+        retry_ms: 2_000,
+    };
+    let mut a = CoreParams::example(1);
+    let mut b = CoreParams::example(2);
+    a.fencing = Some(f.clone());
+    b.fencing = Some(f);
+    (a, b)
+}
+
 pub struct SimNode {
     pub params: CoreParams,
     pub node: Option<Node>,
