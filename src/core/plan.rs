@@ -51,6 +51,9 @@ pub(crate) struct Plan {
     pub aborted: Option<String>,
     pub timings: Vec<StepTiming>,
     pub started_at: Millis,
+    /// Steps whose release failed in this plan: their state is unknown, so their held bit
+    /// stays set and no later recomputation of the plan (an abort) queues them again.
+    pub release_failed: u32,
 }
 
 /// Bit mask of steps `0..n`.
@@ -97,6 +100,7 @@ impl Plan {
             aborted: None,
             timings: Vec::new(),
             started_at: now,
+            release_failed: 0,
         }
     }
 
@@ -108,7 +112,18 @@ impl Plan {
             return;
         }
         self.aborted = Some(reason);
-        self.ops = release_ops(held, 0).collect();
+        self.ops = release_ops(self.releasable(held), 0).collect();
+    }
+
+    /// What a recomputed plan may still release: the held steps, less those whose release
+    /// failed here and the one being released right now (it ends one way or the other; queueing
+    /// it again would retry a failed release, out of reverse order).
+    fn releasable(&self, held: u32) -> u32 {
+        let running = match &self.running {
+            Some(r) if r.what.dir == StepDirection::Release => 1u32 << r.what.step,
+            _ => 0,
+        };
+        held & !self.release_failed & !running
     }
 
     /// Direction of the operation running now, or of the next one.
@@ -139,8 +154,11 @@ impl Plan {
             (Ok(()), StepDirection::Release) => *held &= !bit,
             (Err(_), _) => {}
         }
+        if result.is_err() && dir == StepDirection::Release {
+            self.release_failed |= bit;
+        }
         if self.aborted.is_some() && result.is_ok() && dir == StepDirection::Acquire {
-            self.ops = release_ops(*held, 0).collect();
+            self.ops = release_ops(self.releasable(*held), 0).collect();
         }
         let error = result.err();
         self.timings.push(StepTiming {
@@ -161,7 +179,7 @@ impl Plan {
             if dir == StepDirection::Acquire {
                 // Rollback: whatever was queued is abandoned, and what is held goes away in
                 // reverse, so a failed takeover never leaves a half-built service behind.
-                self.ops = release_ops(*held, 0).collect();
+                self.ops = release_ops(self.releasable(*held), 0).collect();
             }
             // A failed release keeps going with the lower steps: leaving them up would not make
             // the stuck step any safer, and the held bit stays set so the peer never acquires.

@@ -331,6 +331,7 @@ impl Node {
             Goal::Active {
                 cause: format!("restarted {name}"),
                 command: None,
+                what: format!("restart of {name}"),
             },
             &cause,
         );

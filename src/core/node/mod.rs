@@ -25,6 +25,8 @@ enum Goal {
     Active {
         cause: String,
         command: Option<u64>,
+        /// What the alert calls a failure: "takeover", "restart of mysql".
+        what: String,
     },
     Standby {
         cause: String,

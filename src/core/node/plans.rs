@@ -23,6 +23,7 @@ impl Node {
             Goal::Active {
                 cause: cause.clone(),
                 command,
+                what: "takeover".into(),
             },
             &cause,
         );
@@ -117,7 +118,7 @@ impl Node {
                     &cause,
                 );
             }
-            (Goal::Active { cause, command }, None) => {
+            (Goal::Active { cause, command, .. }, None) => {
                 self.phase_change(now, Phase::Active, &cause, timings, total);
                 if let Some(c) = command {
                     self.done(c, format!("active ({cause})"), total);
@@ -131,7 +132,7 @@ impl Node {
                     self.end_handoff(now, Ok(format!("took over the service from {name}")));
                 }
             }
-            (Goal::Active { command, .. }, Some(reason)) => {
+            (Goal::Active { command, what, .. }, Some(reason)) => {
                 let next = if self.held == 0 && plan.aborted.is_some() && plan.failure.is_none() {
                     Phase::Standby
                 } else {
@@ -139,7 +140,7 @@ impl Node {
                 };
                 self.phase_change(now, next, &reason, timings, total);
                 if plan.failure.is_some() {
-                    self.alert(Severity::Error, format!("takeover failed: {reason}"));
+                    self.alert(Severity::Error, format!("{what} failed: {reason}"));
                 }
                 if let Some(c) = command {
                     self.fail(c, reason.clone());
