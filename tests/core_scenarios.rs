@@ -887,3 +887,81 @@ fn a_restarted_daemon_alone_without_the_tie_breaker_demotes_after_initdead() {
     assert_eq!(sim.state(A), Some(NodeState::Standby));
     no_violations(&sim);
 }
+
+fn announces(sim: &Sim, n: usize) -> usize {
+    sim.count(n, |a| matches!(a, Action::Announce))
+}
+
+/// Seed 3 run 73 of the lab's campaign: the service moved while the LAN was cut, so the new
+/// active node's gratuitous ARPs were lost and the client kept the old MAC for 23 s after the
+/// LAN came back. The active node announces again when a link returns from a silence.
+#[test]
+fn the_active_node_announces_again_when_a_cut_link_carries_beats_again() {
+    let mut sim = settled(41);
+    let before_a = announces(&sim, A);
+    let before_b = announces(&sim, B);
+    sim.at(
+        12_000,
+        Event::Cut {
+            link: 1,
+            from: None,
+        },
+    );
+    sim.run_until(16_000);
+    assert_eq!(
+        announces(&sim, A),
+        before_a,
+        "nothing to announce during the cut"
+    );
+    sim.at(
+        16_000,
+        Event::Heal {
+            link: 1,
+            from: None,
+        },
+    );
+    sim.run_until(20_000);
+    assert_eq!(
+        announces(&sim, A) - before_a,
+        1,
+        "one announcement when lan0 returns"
+    );
+    assert_eq!(
+        announces(&sim, B),
+        before_b,
+        "the standby announces nothing"
+    );
+    assert!(
+        sim.alerts(A)
+            .iter()
+            .any(|m| m.contains("link lan0 carries heartbeats again")),
+        "{:#?}",
+        sim.alerts(A)
+    );
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    no_violations(&sim);
+}
+
+/// A gap shorter than deadtime on one link (a few lost beats) is not a cut: no announcement.
+#[test]
+fn a_short_gap_on_a_link_announces_nothing() {
+    let mut sim = settled(42);
+    let before = announces(&sim, A);
+    sim.at(
+        12_000,
+        Event::Cut {
+            link: 1,
+            from: None,
+        },
+    );
+    sim.at(
+        12_600,
+        Event::Heal {
+            link: 1,
+            from: None,
+        },
+    );
+    sim.run_until(16_000);
+    assert_eq!(announces(&sim, A), before);
+    no_violations(&sim);
+}

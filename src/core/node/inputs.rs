@@ -152,7 +152,20 @@ impl Node {
         if link >= self.peer.links.len() {
             return;
         }
+        let link_silent = self.peer.links[link].last_rx.map(|t| now.saturating_sub(t));
+        // The peer kept talking on another link: this link was cut. Not after a stall of this
+        // node: waking from a pause, it finds every link silent and stale beats in its inbox.
+        let heard_elsewhere = now >= self.stall_grace_until
+            && self.peer.links.iter().enumerate().any(|(i, l)| {
+                i != link
+                    && l.last_rx
+                        .is_some_and(|t| now.saturating_sub(t) < self.p.deadtime_ms)
+            });
+        let peer_active = beat.state == NodeState::Active;
         let rx = self.peer.record(now, link, generation, beat, fresh);
+        if !peer_active {
+            self.on_link_back(link, link_silent, heard_elsewhere);
+        }
         if let Some(gap) = rx.gap.filter(|&g| g > self.p.warntime_ms) {
             self.peer.links[link].late += 1;
             self.alert(
@@ -205,6 +218,31 @@ impl Node {
                 );
             }
         }
+    }
+
+    /// A link that carries beats again after `deadtime` of silence (or for the first time)
+    /// while the peer was heard on another link may be the LAN that clients use: every gratuitous
+    /// ARP / NA sent while it was cut was lost, and clients would keep a stale neighbour entry
+    /// until it expires (tens of seconds). The active node announces again. Not when the beat
+    /// says the peer is active too: that is a split brain, and the split-brain rule alone
+    /// decides who keeps and announces the service.
+    fn on_link_back(&mut self, link: usize, silent: Option<Millis>, heard_elsewhere: bool) {
+        let back = heard_elsewhere && silent.is_none_or(|s| s >= self.p.deadtime_ms);
+        if !back || !matches!(self.phase, Phase::Active) {
+            return;
+        }
+        let gap = match silent {
+            Some(s) => format!("after {s} ms of silence"),
+            None => "for the first time".to_string(),
+        };
+        self.alert(
+            Severity::Warn,
+            format!(
+                "link {} carries heartbeats again {gap}: announcing the service addresses again",
+                self.p.links[link]
+            ),
+        );
+        self.queue.push_back(Action::Announce);
     }
 
     pub(super) fn on_step_finished(&mut self, now: Millis, op: OpId, result: Result<(), String>) {
