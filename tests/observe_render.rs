@@ -39,6 +39,7 @@ fn snapshot(node: &Node, now: u64) -> DaemonStatus {
         core: node.status(now),
         heartbeat: hb,
         history: Vec::new(),
+        replication: None,
         witness: None,
         metrics_listen: None,
         agent_listen: None,
@@ -233,5 +234,43 @@ fn request_heads_parse_or_are_refused() {
     assert_eq!(
         parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
         Parsed::Bad("too many headers")
+    );
+}
+
+/// `twinbeat status` shows DRBD's replication, and says so loudly when writes reach only this
+/// node's disk (a cut replication link leaves the local disk UpToDate).
+#[test]
+fn status_shows_drbd_replication_and_flags_a_disconnected_peer() {
+    let cfg = config();
+    let node = Node::new(cfg.core_params(), 7, 0, 0);
+    let mut st = snapshot(&node, 100);
+    assert!(!twinbeat::cli::status::render(&st).contains("  drbd       "));
+    let mut rep = twinbeat::resources::DiskReport {
+        disk: twinbeat::core::DiskState::UpToDate,
+        resource: "r0".into(),
+        connection: Some("Connected".into()),
+        peer_disk: twinbeat::core::DiskState::UpToDate,
+        replication: Some("Established".into()),
+    };
+    st.replication = Some(rep.clone());
+    let out = twinbeat::cli::status::render(&st);
+    assert!(
+        out.contains("drbd       r0: connection Connected, peer disk UpToDate"),
+        "{out}"
+    );
+    assert!(!out.contains("NOT REPLICATING"), "{out}");
+    rep.connection = Some("StandAlone".into());
+    rep.peer_disk = twinbeat::core::DiskState::Unknown;
+    st.replication = Some(rep);
+    let out = twinbeat::cli::status::render(&st);
+    assert!(
+        out.contains("r0: NOT REPLICATING: connection StandAlone"),
+        "{out}"
+    );
+    let metrics = render(&st, &Recorder::default(), Extra::default());
+    assert_eq!(
+        sample(&metrics, "twinbeat_drbd_replicating{drbd_resource=\"r0\"}"),
+        Some(0.0),
+        "{metrics}"
     );
 }

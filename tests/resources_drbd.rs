@@ -874,8 +874,35 @@ async fn probe_and_disk_state() {
     assert!(r.probe().await.expect("primary"));
     assert!(!r.probe().await.expect("secondary"));
     assert!(!r.probe().await.expect("not up"));
-    let disk = r.disk_state().expect("drbd reports a disk state").await;
-    assert_eq!(disk.expect("disk"), Inconsistent);
+    let rep = r
+        .disk_state()
+        .expect("drbd reports a disk state")
+        .await
+        .expect("disk");
+    assert_eq!(rep.disk, Inconsistent);
+    assert_eq!(rep.resource, "r0");
+    assert_eq!(rep.connection.as_deref(), Some("Connected"));
+    assert_eq!(rep.replication.as_deref(), Some("SyncTarget"));
+    assert!(rep.replicating());
+}
+
+/// The survivor after its peer was killed (recorded on real DRBD 8.4): the local disk is still
+/// UpToDate, which alone looks healthy; the report says nothing reaches the peer.
+#[tokio::test(start_paused = true)]
+async fn the_disk_report_of_a_survivor_says_it_is_not_replicating() {
+    let d = Arc::new(Double::default());
+    d.on(
+        EVENTS,
+        ok(&events_part(&fixture("survivor-after-promote.txt"))),
+    );
+    let rep = drbd(&d, 30_000)
+        .disk_state()
+        .expect("drbd reports a disk state")
+        .await
+        .expect("disk");
+    assert_eq!(rep.disk, twinbeat::core::DiskState::UpToDate);
+    assert_eq!(rep.connection.as_deref(), Some("Connecting"));
+    assert!(!rep.replicating());
 }
 
 #[test]

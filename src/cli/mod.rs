@@ -13,7 +13,7 @@ mod fence_peer;
 mod handoff;
 mod history;
 mod run;
-mod status;
+pub mod status;
 mod witness;
 
 use std::process::ExitCode;

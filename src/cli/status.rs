@@ -123,6 +123,21 @@ pub fn render(st: &DaemonStatus) -> String {
         );
     }
     let _ = writeln!(o, "  disk       {:?}", c.disk);
+    if let Some(r) = &st.replication {
+        let _ = writeln!(
+            o,
+            "  drbd       {}: {}connection {}, peer disk {}, replication {}",
+            r.resource,
+            if r.replicating() {
+                ""
+            } else {
+                "NOT REPLICATING: "
+            },
+            r.connection.as_deref().unwrap_or("none"),
+            crate::resources::drbd::disk_name(r.peer_disk),
+            r.replication.as_deref().unwrap_or("none")
+        );
+    }
     if let Some(tb) = c.tiebreaker {
         let _ = writeln!(
             o,

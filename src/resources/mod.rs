@@ -47,6 +47,29 @@ impl Context {
 
 pub type StepResult<T = ()> = Result<T, StepError>;
 
+/// One read of the replicated disk: the local state the promote gate needs, and how
+/// replication looks, in the resource's own words (for status and alerts: a cut replication
+/// link leaves the local disk UpToDate, so the disk state alone looks healthy).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DiskReport {
+    pub disk: DiskState,
+    /// The resource the line is about (`r0`).
+    pub resource: String,
+    /// `Connected`, `Connecting`, `StandAlone`, `NetworkFailure`...; None when not reported.
+    pub connection: Option<String>,
+    pub peer_disk: DiskState,
+    /// `Established`, `SyncSource`, `SyncTarget`, `Off`...; None when not reported.
+    pub replication: Option<String>,
+}
+
+impl DiskReport {
+    /// Whether writes reach the peer's disk now (protocol C: acknowledged on both).
+    pub fn replicating(&self) -> bool {
+        self.connection.as_deref() == Some("Connected")
+    }
+}
+
 /// One `[[resource]]`, ready to run.
 pub trait Resource: Send + Sync {
     fn acquire(&self) -> BoxFuture<'_, StepResult>;
@@ -57,8 +80,8 @@ pub trait Resource: Send + Sync {
     fn announce(&self) -> Option<BoxFuture<'_, StepResult>> {
         None
     }
-    /// The local replicated disk's state (DRBD only).
-    fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskState>>> {
+    /// The local replicated disk's state and its replication (DRBD only).
+    fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskReport>>> {
         None
     }
     /// Marks the local replicated disk Outdated at the peer's request (DRBD only).

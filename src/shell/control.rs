@@ -76,6 +76,9 @@ pub struct DaemonStatus {
     /// The newest failover history entries, oldest first (`twinbeat history` shows them all).
     #[serde(default)]
     pub history: Vec<Entry>,
+    /// The replicated disk's replication as last read (None without DRBD, or not read yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::resources::DiskReport>,
     /// The witness lease client's view (None without a witness).
     #[serde(default)]
     pub witness: Option<super::witness_client::WitnessStatus>,

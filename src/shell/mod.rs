@@ -176,6 +176,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         history: history::Writer::start(state_dir_path.clone()),
         last_transition: None,
         recorder,
+        replication: None,
     };
 
     let sig =
@@ -272,6 +273,8 @@ struct Driver {
     /// The newest core transition already looked at for the history.
     last_transition: Option<Transition>,
     recorder: observe::Recorder,
+    /// The replicated disk's newest replication view (status; edge-triggered warnings).
+    replication: Option<crate::resources::DiskReport>,
 }
 
 impl Driver {
@@ -404,8 +407,36 @@ impl Driver {
                 Input::Disk(d)
             }
             Report::TieBreaker(ok) => Input::TieBreaker { ok },
+            Report::Replication(v) => {
+                self.on_replication(v);
+                return;
+            }
         };
         node.handle(now, input);
+    }
+
+    /// DRBD replication is not the core's business (the disk state is), but an operator must
+    /// hear when writes stop reaching the peer: the local disk stays UpToDate through a cut.
+    fn on_replication(&mut self, v: crate::resources::DiskReport) {
+        let was = self.replication.as_ref().map(|r| r.replicating());
+        let what = format!(
+            "connection {}, peer disk {}, replication {}",
+            v.connection.as_deref().unwrap_or("none"),
+            crate::resources::drbd::disk_name(v.peer_disk),
+            v.replication.as_deref().unwrap_or("none")
+        );
+        match (was, v.replicating()) {
+            (Some(true) | None, false) => tracing::warn!(
+                resource = %v.resource,
+                state = %what,
+                "DRBD is not replicating: writes reach only this node's disk; check DRBD's replication link (drbdadm status)"
+            ),
+            (Some(false), true) => {
+                tracing::info!(resource = %v.resource, state = %what, "DRBD replicates again")
+            }
+            _ => tracing::info!(resource = %v.resource, state = %what, "DRBD replication state"),
+        }
+        self.replication = Some(v);
     }
 
     fn on_control(
@@ -431,6 +462,7 @@ impl Driver {
                         ..self.hb.clone()
                     },
                     history: self.history.recent(),
+                    replication: self.replication.clone(),
                     witness,
                     metrics_listen: self.listen(|m| &m.listen),
                     agent_listen: self.listen(|m| &m.agent_listen),

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use crate::config;
 use crate::core::{DiskState, OpId};
 use crate::exec;
-use crate::resources::{self, Resource, StepError};
+use crate::resources::{self, DiskReport, Resource, StepError};
 
 pub enum Job {
     Acquire {
@@ -78,6 +78,8 @@ pub enum Report {
         detail: String,
     },
     Disk(DiskState),
+    /// How the replicated disk's replication looks, sent when it changes.
+    Replication(DiskReport),
     TieBreaker(bool),
 }
 
@@ -315,21 +317,28 @@ fn spawn_background(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1_000));
             let mut last = None;
+            let mut last_view: Option<DiskReport> = None;
             loop {
                 tick.tick().await;
                 let Some(f) = s.resources[r].disk_state() else {
                     return;
                 };
-                let d = match f.await {
-                    Ok(d) => d,
+                let (d, view) = match f.await {
+                    Ok(rep) => (rep.disk, Some(rep)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the DRBD disk state");
-                        DiskState::Unknown
+                        (DiskState::Unknown, None)
                     }
                 };
                 if last != Some(d) {
                     last = Some(d);
                     if tx.send(Report::Disk(d)).is_err() {
+                        return;
+                    }
+                }
+                if let Some(v) = view.filter(|v| last_view.as_ref() != Some(v)) {
+                    last_view = Some(v.clone());
+                    if tx.send(Report::Replication(v)).is_err() {
                         return;
                     }
                 }

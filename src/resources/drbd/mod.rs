@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Context, Resource, StepError, StepResult};
+use super::{Context, DiskReport, Resource, StepError, StepResult};
 use crate::config;
 use crate::core::DiskState;
 use crate::exec::{self, BoxFuture, ExecError, Output, Runner};
@@ -426,8 +426,17 @@ impl Resource for Drbd {
         Box::pin(async { Ok(self.state().await?.role == Role::Primary) })
     }
 
-    fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskState>>> {
-        Some(Box::pin(async { Ok(self.state().await?.disk) }))
+    fn disk_state(&self) -> Option<BoxFuture<'_, StepResult<DiskReport>>> {
+        Some(Box::pin(async {
+            let st = self.state().await?;
+            Ok(DiskReport {
+                disk: st.disk,
+                resource: self.res.clone(),
+                connection: st.connection,
+                peer_disk: st.peer_disk,
+                replication: st.replication,
+            })
+        }))
     }
 
     fn outdate(&self) -> Option<BoxFuture<'_, StepResult>> {

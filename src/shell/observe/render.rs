@@ -178,6 +178,16 @@ pub fn render(st: &DaemonStatus, rec: &Recorder, extra: Extra) -> String {
             gauge(i64::from(ok)),
         );
     }
+    if let Some(rep) = &st.replication {
+        let f = Family::<Labels, Gauge>::default();
+        f.get_or_create(&vec![("drbd_resource", rep.resource.clone())])
+            .set(i64::from(rep.replicating()));
+        r.register(
+            "drbd_replicating",
+            "1 while DRBD is connected to the peer (writes reach both disks), 0 otherwise",
+            f,
+        );
+    }
     r.register(
         "takeovers",
         "Takeovers by this node since the daemon started",
