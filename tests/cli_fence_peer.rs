@@ -36,7 +36,8 @@ fn without_a_resource_it_says_where_the_name_comes_from() {
 
 #[test]
 fn without_a_daemon_it_exits_1_and_says_why() {
-    let dir = std::env::temp_dir().join(format!("twinbeat-fp-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-fp-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("control.sock");
     let (code, stderr) = run(

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use twinbeat::config::{check_source, Config, ConfigError, ResourceKind};
 
 fn temp_key(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("twinbeat-api-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-api-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authkey");
     std::fs::write(&path, text).unwrap();

@@ -9,7 +9,8 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A fresh directory per test; no tempfile crate needed for this.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("twinbeat-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

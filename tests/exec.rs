@@ -75,7 +75,8 @@ fn stdin_is_null_so_a_reader_does_not_hang() {
 
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
-    let dir = std::env::temp_dir().join(format!("twinbeat-exec-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let pidfile = dir.join("grandchild.pid");
     let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use twinbeat::config::{check_source, Config, ResourceKind, DEFAULT_MAX_CONNECTIONS};
 
 fn temp_key(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("twinbeat-obs-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-obs-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authkey");
     std::fs::write(&path, "1 0123456789abcdef0123456789abcdef\n").unwrap();

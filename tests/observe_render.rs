@@ -13,7 +13,8 @@ use twinbeat::shell::observe::render::{render, Extra};
 use twinbeat::shell::observe::Recorder;
 
 fn config() -> Config {
-    let dir: PathBuf = std::env::temp_dir().join(format!("twinbeat-render-{}", std::process::id()));
+    let dir: PathBuf = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-render-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("authkey");
     std::fs::write(&key, "1 0123456789abcdef0123456789abcdef\n").unwrap();

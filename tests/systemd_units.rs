@@ -20,7 +20,8 @@ fn systemd_analyze_verify_passes_on_every_unit() {
         return;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
-    let dir = std::env::temp_dir().join(format!("twinbeat-units-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("twinbeat-units-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut units = Vec::new();
