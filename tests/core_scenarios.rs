@@ -237,6 +237,11 @@ fn a_paused_active_node_wakes_up_and_releases_without_announcing() {
             sim.alerts(A).iter().any(|m| m.contains("stalled")),
             "A notices its own stall"
         );
+        assert!(
+            !sim.alerts(A).iter().any(|m| m.contains("link lan0 down")),
+            "its own stall is not a link failure: {:#?}",
+            sim.alerts(A)
+        );
         no_violations(&sim);
     }
 }

@@ -107,7 +107,9 @@ impl Node {
             );
         }
         self.peer_was_dead = dead;
-        if matches!(view, PeerView::Alive | PeerView::Late) {
+        // After this node's own stall every link looks silent until the inbox is read: no
+        // link is "down" for that.
+        if matches!(view, PeerView::Alive | PeerView::Late) && now >= self.stall_grace_until {
             let mut down = Vec::new();
             for (i, l) in self.peer.links.iter_mut().enumerate() {
                 let silent = l.last_rx.map(|t| now.saturating_sub(t));
