@@ -114,11 +114,12 @@ fn a_standby_peer_outdates_its_disk_and_then_never_takes_over() {
 }
 
 #[test]
-fn a_peer_already_outdated_or_inconsistent_is_not_outdated_again() {
-    for (disk, code) in [
-        (DiskState::Outdated, 4),
-        (DiskState::Inconsistent, 3),
-        (DiskState::Diskless, 3),
+fn a_peer_already_outdated_is_outdated_again_and_an_inconsistent_one_is_not() {
+    // Outdated: its idea of the disk may be stale, so DRBD is asked again (a no-op if true).
+    for (disk, code, runs) in [
+        (DiskState::Outdated, 4, 1),
+        (DiskState::Inconsistent, 3, 0),
+        (DiskState::Diskless, 3, 0),
     ] {
         let mut sim = settled(12);
         sim.at(sim.now, Event::Disk(B, disk));
@@ -128,8 +129,8 @@ fn a_peer_already_outdated_or_inconsistent_is_not_outdated_again() {
         assert_eq!(got, code, "peer disk {disk:?}");
         assert_eq!(
             outdates_run(&sim, B),
-            0,
-            "peer disk {disk:?}: no drbdadm outdate"
+            runs,
+            "peer disk {disk:?}: drbdadm outdate runs"
         );
         no_violations(&sim);
     }
@@ -591,5 +592,141 @@ fn both_nodes_asking_at_once_both_get_answers() {
     assert_eq!((a, b), (4, 6));
     assert_eq!(outdates_run(&sim, A), 0);
     assert_eq!(outdates_run(&sim, B), 1);
+    no_violations(&sim);
+}
+
+/// A fenced pair with a ping tie-breaker; `b_fences` false leaves B without a fence command,
+/// so what A alone does stays visible.
+fn fenced_with_tiebreaker(seed: u64, b_fences: bool) -> Sim {
+    let (mut a, mut b) = sim::fenced_params(true);
+    a.tiebreaker = true;
+    b.tiebreaker = true;
+    if !b_fences {
+        b.fencing = None;
+    }
+    settled_with(seed, a, b)
+}
+
+#[test]
+fn an_isolated_active_node_neither_fences_the_peer_nor_reports_it_gone() {
+    // A loses every link and the tie-breaker; its DRBD (Primary, the replication link gone)
+    // runs the handler. Powering B off, or telling DRBD that B is gone (exit 5: write alone),
+    // would let the wrong side of the partition go on: the request waits and ends in 1.
+    let mut sim = fenced_with_tiebreaker(30, false);
+    let cut = sim.now;
+    cut_all(&mut sim);
+    sim.at(cut, Event::TieBreaker(A, false));
+    sim.run_for(1);
+    let id = sim.outdate_peer(A, None);
+    let (code, took) = answer(&mut sim, A, id, 60_000);
+    assert_eq!(code, 1, "nobody may claim anything about B");
+    assert!(
+        took > 3_000,
+        "the request waited for its deadline ({took} ms)"
+    );
+    assert!(sim.nodes[A].fenced_peer_at.is_empty(), "A never fenced B");
+    assert_eq!(sim.count(A, |a| matches!(a, Action::FencePeer { .. })), 0);
+    let (_, outcome) = &sim.nodes[A].outdates[&id];
+    assert!(
+        outcome.message.contains("may be the isolated one"),
+        "{}",
+        outcome.message
+    );
+    assert!(
+        sim.alerts(A)
+            .iter()
+            .any(|m| m.contains("may be the isolated one")),
+        "said while it waited"
+    );
+    // Meanwhile the node that still reaches the tie-breaker took over, and A stepped down.
+    assert_eq!(sim.state(B), Some(NodeState::Active));
+    assert_eq!(sim.state(A), Some(NodeState::Standby));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_survivor_that_reaches_the_tie_breaker_fences_the_silent_peer() {
+    let mut sim = fenced_with_tiebreaker(31, true);
+    sim.at(sim.now, Event::PowerCut(B));
+    sim.run_for(3_000);
+    let id = sim.outdate_peer(A, None);
+    let (code, _) = answer(&mut sim, A, id, 10_000);
+    assert_eq!(code, 7, "the tie-breaker answers: the fence runs");
+    assert_eq!(sim.nodes[A].fenced_peer_at.len(), 1);
+    no_violations(&sim);
+}
+
+#[test]
+fn the_isolation_doubt_ends_when_the_tie_breaker_answers_again() {
+    // A single failed round at the moment DRBD asks only delays the answer.
+    let mut sim = fenced_with_tiebreaker(32, true);
+    sim.at(sim.now, Event::PowerCut(B));
+    sim.run_for(3_000);
+    sim.at(sim.now, Event::TieBreaker(A, false));
+    sim.at(sim.now + 1_500, Event::TieBreaker(A, true));
+    sim.run_for(1);
+    let id = sim.outdate_peer(A, None);
+    let (code, took) = answer(&mut sim, A, id, 10_000);
+    assert_eq!(code, 7);
+    assert!((1_400..=2_000).contains(&took), "answered after {took} ms");
+    no_violations(&sim);
+}
+
+/// A cut off for longer than deadtime; B starts a 3 s fence (that succeeds or fails); the cut
+/// heals 200 ms into it and A's DRBD asks B to outdate its disk. Returns the request id.
+fn ask_while_fenced(seed: u64, fence_ok: bool) -> (Sim, u64) {
+    let mut sim = with_fencing(seed, true);
+    sim.nodes[B].fence_ms = 3_000;
+    sim.nodes[B].fence_ok = fence_ok;
+    cut_all(&mut sim);
+    sim.run_until_pred(20_000, |s| {
+        s.count(B, |a| matches!(a, Action::FencePeer { .. })) > 0
+    })
+    .expect("B fences A");
+    let now = sim.now;
+    for link in [0, 1] {
+        sim.at(now + 200, Event::Heal { link, from: None });
+    }
+    sim.run_until(now + 400);
+    let id = sim.outdate_peer(A, None);
+    (sim, id)
+}
+
+#[test]
+fn a_node_fencing_its_peer_holds_back_that_peer_s_outdate_request() {
+    // QEMU campaign seed 2 run 4: the active node A was cut off for 2.8 s. B started fencing
+    // it; the cut healed while the (slow) fence ran and A's DRBD asked B to outdate its disk.
+    // B did, then the fence switched A off: the only UpToDate disk was off, B's was Outdated,
+    // and nobody could run the service. Held back, the request dies with A and B takes over.
+    let (mut sim, id) = ask_while_fenced(61, true);
+    sim.run_for(10_000);
+    assert_eq!(outdates_run(&sim, B), 0, "B never outdated its disk");
+    // (A beat still in flight when the fence returned makes B fence once more, harmlessly.)
+    assert!(
+        !sim.nodes[B].fenced_peer_at.is_empty(),
+        "A was switched off"
+    );
+    assert_eq!(sim.outdate_code(A, id), None, "A's handler died with A");
+    assert_eq!(sim.state(B), Some(NodeState::Active), "B took over");
+    assert!(sim
+        .alerts(B)
+        .iter()
+        .any(|m| m.contains("held back while this node fences the peer")));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_held_back_request_is_served_when_the_fence_fails() {
+    // The fence fails: B does not take over, so A goes on, and B outdates its disk as asked.
+    let (mut sim, id) = ask_while_fenced(62, false);
+    let (code, took) = answer(&mut sim, A, id, 15_000);
+    assert_eq!(code, 4, "B outdated its disk once the fence had failed");
+    assert!(
+        took >= 2_000,
+        "held back while the fence ran: answered after {took} ms"
+    );
+    assert_eq!(outdates_run(&sim, B), 1);
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    assert_ne!(sim.state(B), Some(NodeState::Active));
     no_violations(&sim);
 }

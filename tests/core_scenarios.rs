@@ -414,6 +414,40 @@ fn takeover_pulls_the_service_over_and_reports_the_gap() {
     no_violations(&sim);
 }
 
+/// Seed 3 run 73 of the lab's campaign, replayed: a node whose daemon had restarted asked for a
+/// takeover, and its peer ignored the request as a duplicate, because the new daemon numbers its
+/// handoffs from 1 again and the peer still remembered the finished handoff 1 of the previous
+/// daemon. The command failed after 3 x deadtime with "did not answer".
+#[test]
+fn a_restarted_daemon_s_handoff_is_not_mistaken_for_one_of_its_previous_life() {
+    let mut sim = settled(40);
+    let id = sim.command(A, Command::Standby);
+    sim.run_for(5_000);
+    assert!(
+        matches!(sim.outcome(A, id), Some(CommandOutcome::Done { .. })),
+        "{:?}",
+        sim.outcome(A, id)
+    );
+    assert_eq!(sim.state(B), Some(NodeState::Active));
+    // A (standby, holding nothing) restarts: a new boot generation, handoff ids from 1 again.
+    let t = sim.now;
+    sim.at(t + 500, Event::KillDaemon(A));
+    sim.at(t + 1_000, Event::StartDaemon(A));
+    sim.run_until(t + 8_000);
+    assert_eq!(sim.state(A), Some(NodeState::Standby));
+    let id = sim.command(A, Command::Takeover);
+    sim.run_for(8_000);
+    assert!(
+        matches!(sim.outcome(A, id), Some(CommandOutcome::Done { .. })),
+        "takeover after a restart: {:?}",
+        sim.outcome(A, id)
+    );
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    assert_eq!(sim.state(B), Some(NodeState::Standby));
+    assert_eq!(sim.both_held_ms, 0);
+    no_violations(&sim);
+}
+
 #[test]
 fn standby_is_refused_when_the_peer_disk_is_not_up_to_date() {
     let mut sim = settled(14);
@@ -969,4 +1003,127 @@ fn a_short_gap_on_a_link_announces_nothing() {
     sim.run_until(16_000);
     assert_eq!(announces(&sim, A), before);
     no_violations(&sim);
+}
+
+#[test]
+fn a_lone_survivor_rides_out_single_tie_breaker_misses_and_steps_down_after_fall_rounds() {
+    // Seen in the QEMU lab: a survivor busy with its database's crash recovery could not finish
+    // a ping within the timeout, missed one round, and dropped the only copy of the service.
+    let mut sim = with_tiebreaker(42);
+    assert_eq!(sim.node(A).status(sim.now).tiebreaker_fails, 0);
+    sim.at(13_000, Event::PowerCut(B));
+    sim.run_until(16_000);
+    assert_eq!(
+        sim.state(A),
+        Some(NodeState::Active),
+        "B is dead, A serves alone"
+    );
+    // Two failed rounds in a row (16.1 s, and the 17 s round), then an answer again.
+    sim.at(16_100, Event::TieBreaker(A, false));
+    sim.at(17_500, Event::TieBreaker(A, true));
+    sim.run_until(17_400);
+    assert_eq!(sim.node(A).status(sim.now).tiebreaker_fails, 2);
+    sim.run_until(19_900);
+    assert_eq!(
+        sim.state(A),
+        Some(NodeState::Active),
+        "two misses are not isolation"
+    );
+    assert_eq!(sim.node(A).status(sim.now).tiebreaker_fails, 0);
+    // Lost for good: the rounds at 20, 21 and 22 s fail; the third one makes A step down.
+    sim.at(20_000, Event::TieBreaker(A, false));
+    sim.run_until(21_900);
+    assert_eq!(sim.state(A), Some(NodeState::Active), "fall is 3 rounds");
+    sim.run_until(30_000);
+    assert_eq!(
+        sim.state(A),
+        Some(NodeState::Standby),
+        "three misses in a row: isolated"
+    );
+    let last = sim
+        .node(A)
+        .status(sim.now)
+        .transitions
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(last.cause.contains("no tie-breaker"), "{}", last.cause);
+    no_violations(&sim);
+}
+
+#[test]
+fn a_restarted_daemon_keeps_the_service_while_the_peer_attempt_holds_nothing() {
+    // Seen in the namespace lab (scenario 2): the active daemon was killed and restarted by
+    // systemd 2 s later, after the standby had begun taking over. Its promotion could not
+    // succeed (DRBD refuses while this node is Primary and connected), so the restarted node,
+    // which adopted the running service, must not drop it for an attempt that holds nothing.
+    let mut sim = settled(45);
+    // DRBD's refusal, as the disk step's failure once its promotion times out.
+    sim.nodes[B].acquire_ms.insert(0, 3_000);
+    sim.at(12_500, Event::FailNextAcquire(B, 0));
+    sim.at(13_000, Event::KillDaemon(A));
+    sim.run_until_pred(20_000, |s| s.state(B) == Some(NodeState::Acquiring))
+        .expect("B starts its takeover");
+    sim.at(sim.now + 500, Event::StartDaemon(A));
+    let t = sim.now;
+    sim.run_until(t + 10_000);
+    assert_eq!(sim.state(A), Some(NodeState::Active), "A kept the service");
+    assert!(
+        sim.nodes[A]
+            .log
+            .iter()
+            .all(|(when, a)| *when < t || !matches!(a, Action::Release { .. })),
+        "A released something: {:?}",
+        sim.trace(A)
+    );
+    assert_ne!(sim.state(B), Some(NodeState::Active));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_frozen_active_node_steps_down_as_soon_as_it_hears_the_peer_taking_over() {
+    // Seen in the QEMU lab: a guest frozen past deadtime resumed as the active node while its
+    // peer was still acquiring (MariaDB's start under emulation took 25 s). The resumed node
+    // kept the VIP, and clients wrote to it, until the peer said "active": its DRBD had been
+    // disconnected the whole time, so those acknowledged writes were on one disk only.
+    for inbox_first in [true, false] {
+        let mut sim = settled(44);
+        sim.resume_inbox_first = inbox_first;
+        // DRBD's promotion is quick; MariaDB's start is what takes long.
+        sim.nodes[B].step_ms = 4_000;
+        sim.nodes[B].acquire_ms.insert(0, 200);
+        sim.at(13_000, Event::Pause(A));
+        sim.at(17_000, Event::Resume(A));
+        sim.run_until(17_000);
+        assert_eq!(
+            sim.state(B),
+            Some(NodeState::Acquiring),
+            "B's takeover runs"
+        );
+        // One heartbeat from B after the resume is enough.
+        sim.run_until(17_600);
+        assert_ne!(
+            sim.state(A),
+            Some(NodeState::Active),
+            "inbox_first={inbox_first}: A still active while B acquires with a higher term"
+        );
+        let released_at = sim.nodes[A]
+            .log
+            .iter()
+            .find(|(t, a)| *t >= 17_000 && matches!(a, Action::Release { .. }))
+            .map(|(t, _)| *t)
+            .expect("A releases");
+        let b_active = sim
+            .run_until_pred(40_000, |s| s.state(B) == Some(NodeState::Active))
+            .expect("B becomes active");
+        assert!(
+            released_at < b_active,
+            "A released at {released_at}, B active at {b_active}"
+        );
+        sim.run_until(45_000);
+        assert_eq!(sim.state(A), Some(NodeState::Standby));
+        assert_eq!(sim.state(B), Some(NodeState::Active));
+        assert_eq!(sim.count(A, |a| matches!(a, Action::Announce)), 0);
+        no_violations(&sim);
+    }
 }

@@ -5,7 +5,7 @@
 mod sim;
 
 use sim::{Event, Sim};
-use twinbeat::core::{Action, CoreParams, LeaseParams, Millis, NodeState};
+use twinbeat::core::{Action, Command, CommandOutcome, CoreParams, LeaseParams, Millis, NodeState};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -269,6 +269,117 @@ fn a_standby_forgets_its_lease_when_the_peer_comes_back() {
         sim.count(B, |a| matches!(a, Action::PersistTerm(_))),
         0,
         "B never took over"
+    );
+    safe(&sim);
+}
+
+/// Found by `with_a_witness_never_two_writable_nodes` (shrunk). The dedicated link is cut and
+/// A's path to the witness goes down, so A's lease runs out; 67% loss on the LAN, in both
+/// directions, means that by chance A still hears B while B stops hearing A for deadtime. A kept
+/// the service because it heard B standing by; B got the lease (A's record had expired) and
+/// started acquiring before A heard it do so: both held the DRBD primary for 151 ms. Hearing
+/// the peer says nothing about the peer hearing this node: only its echo does.
+#[test]
+fn a_one_way_heartbeat_loss_while_the_lease_is_out_never_gives_two_primaries() {
+    let params = |id: u16| {
+        let mut p = CoreParams::example(id);
+        p.handoff_timeout_ms = 10_000;
+        for st in &mut p.steps {
+            st.acquire_timeout_ms = 3_000;
+            st.release_timeout_ms = 3_000;
+        }
+        p.lease = Some(lease_params(400));
+        p
+    };
+    let mut sim =
+        Sim::with_params(8_940_809_735_374_215_348, params(1), params(2)).with_witness(LEASE);
+    sim.resume_inbox_first = true;
+    sim.start_both();
+    let schedule = [
+        (3_791, Event::StartDaemon(A)),
+        (
+            2_260,
+            Event::Cut {
+                link: 0,
+                from: None,
+            },
+        ),
+        (1_007, Event::Delay { link: 0, ms: 0 }),
+        (1_558, Event::StartDaemon(A)),
+        (3_659, Event::WitnessUp),
+        (
+            1_218,
+            Event::Loss {
+                link: 1,
+                percent: 67,
+            },
+        ),
+        (2_523, Event::WitnessPath(A, false)),
+        (2_985, Event::WitnessUp),
+    ];
+    let mut t = 12_000;
+    for (gap, e) in schedule {
+        t += gap;
+        sim.at(t, e);
+    }
+    sim.run_until(t + 20_000);
+    safe(&sim);
+    // The failover still happens: A, cut off from the witness and unconfirmed by B, releases;
+    // B takes over with the lease.
+    assert_eq!(sim.state(B), Some(NodeState::Active));
+    assert_eq!(holder(&sim), Some(2));
+}
+
+/// The same race without chance: B stops hearing A altogether (both links cut in the A→B
+/// direction only) while A's path to the witness is down. A still hears B standing by, but B's
+/// echoes of A's beats stop, so A releases before B can have declared it dead.
+#[test]
+fn a_one_way_cut_with_the_witness_out_of_reach_moves_the_service_safely() {
+    let mut sim = settled(11);
+    for link in 0..2 {
+        sim.at(
+            13_000,
+            Event::Cut {
+                link,
+                from: Some(A),
+            },
+        );
+    }
+    sim.at(13_000, Event::WitnessPath(A, false));
+    sim.run_until(25_000);
+    let a_release = first(&sim, A, NodeState::Releasing, 13_000).expect("A released");
+    let b_acquire = first(&sim, B, NodeState::Acquiring, 13_000).expect("B took over");
+    assert!(
+        a_release + 400 <= b_acquire,
+        "A released at {a_release}, B acquired at {b_acquire}"
+    );
+    assert_eq!(sim.state(A), Some(NodeState::Standby));
+    assert_eq!(sim.state(B), Some(NodeState::Active));
+    safe(&sim);
+}
+
+/// With the witness down nobody has a lease, yet a planned handoff still works: the receiver
+/// says it is acquiring, waits for the giver's echo of that, then acquires.
+#[test]
+fn a_planned_handoff_with_the_witness_down_still_works() {
+    let mut sim = settled(12);
+    sim.at(13_000, Event::WitnessDown);
+    sim.run_until(20_000);
+    assert_eq!(sim.state(A), Some(NodeState::Active));
+    let id = sim.command(A, Command::Standby);
+    sim.run_until(25_000);
+    assert!(
+        matches!(sim.outcome(A, id), Some(CommandOutcome::Done { .. })),
+        "{:?}",
+        sim.outcome(A, id)
+    );
+    assert_eq!(sim.state(A), Some(NodeState::Standby));
+    assert_eq!(sim.state(B), Some(NodeState::Active));
+    sim.run_until(40_000);
+    assert_eq!(
+        sim.state(B),
+        Some(NodeState::Active),
+        "B keeps it without a lease"
     );
     safe(&sim);
 }

@@ -34,6 +34,8 @@ fn beat(term: u64) -> Beat {
         disk: DiskState::UpToDate,
         handoff: None,
         outdate: None,
+        stamp: None,
+        echo: None,
     }
 }
 

@@ -4,12 +4,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use sha2::Sha256;
 use twinbeat::core::types::{
-    Beat, DiskState, HandoffKind, HandoffMsg, NodeState, OutdateKind, OutdateMsg, RefuseReason,
+    Beat, DiskState, Echo, HandoffKind, HandoffMsg, NodeState, OutdateKind, OutdateMsg,
+    RefuseReason,
 };
-use twinbeat::proto::wire::{open, HEADER_LEN, SIGNED_LEN};
+use twinbeat::proto::wire::{open, FLAG_READS_V2, HEADER_LEN, SIGNED_LEN, SIGNED_LEN_V1};
 use twinbeat::proto::{
-    datagram_len, decode, encode, Algorithm, EncodeError, Header, Keyring, Receiver, Reject,
-    Sender, MAX_DATAGRAM,
+    datagram_len, datagram_len_v1, decode, encode, encode_v1, Algorithm, EncodeError, Header,
+    Keyring, Receiver, Reject, Sender, MAX_DATAGRAM,
 };
 
 const KEY_A: &[u8] = b"key-a-0123456789abcdef";
@@ -41,6 +42,8 @@ fn plain_beat() -> Beat {
         disk: DiskState::UpToDate,
         handoff: None,
         outdate: None,
+        stamp: None,
+        echo: None,
     }
 }
 
@@ -60,6 +63,20 @@ fn full_beat() -> Beat {
             id: 42,
             kind: OutdateKind::Failed,
         }),
+        stamp: Some(u64::MAX - 1),
+        echo: Some(Echo {
+            generation: 0x0102_0304_0506_0708,
+            stamp: 1,
+        }),
+    }
+}
+
+/// What a version-1 datagram can carry of a beat: everything but the stamp and the echo.
+fn v1_part(beat: Beat) -> Beat {
+    Beat {
+        stamp: None,
+        echo: None,
+        ..beat
     }
 }
 
@@ -104,15 +121,21 @@ fn arb_beat() -> impl Strategy<Value = Beat> {
         prop::sample::select(DiskState::ALL.to_vec()),
         prop::option::of((any::<u32>(), arb_handoff_kind())),
         prop::option::of((any::<u32>(), arb_outdate_kind())),
+        prop::option::of(any::<u64>()),
+        prop::option::of((any::<u64>(), any::<u64>())),
     )
-        .prop_map(|(state, term, held, disk, handoff, outdate)| Beat {
-            state,
-            term,
-            held,
-            disk,
-            handoff: handoff.map(|(id, kind)| HandoffMsg { id, kind }),
-            outdate: outdate.map(|(id, kind)| OutdateMsg { id, kind }),
-        })
+        .prop_map(
+            |(state, term, held, disk, handoff, outdate, stamp, echo)| Beat {
+                state,
+                term,
+                held,
+                disk,
+                handoff: handoff.map(|(id, kind)| HandoffMsg { id, kind }),
+                outdate: outdate.map(|(id, kind)| OutdateMsg { id, kind }),
+                stamp,
+                echo: echo.map(|(generation, stamp)| Echo { generation, stamp }),
+            },
+        )
 }
 
 fn arb_header() -> impl Strategy<Value = Header> {
@@ -146,6 +169,23 @@ proptest! {
         prop_assert_eq!(encode(&h2, &beat2, &keyring).unwrap(), bytes);
     }
 
+    /// Version 1 (for a peer not known to read version 2) carries everything but the stamp
+    /// and the echo, and says that the sender reads version 2.
+    #[test]
+    fn round_trip_v1(h in arb_header(), beat in arb_beat(), sha1 in any::<bool>()) {
+        let alg = if sha1 { Algorithm::HmacSha1 } else { Algorithm::HmacSha256 };
+        let keyring = ring(alg, &[(h.key_id, KEY_A)]);
+        let bytes = encode_v1(&h, &beat, &keyring).unwrap();
+        prop_assert_eq!(bytes.len(), datagram_len_v1(alg));
+        let opened = open(&bytes, &keyring, h.cluster_id).unwrap();
+        prop_assert_eq!(opened.version, 1);
+        prop_assert!(opened.reads_v2());
+        let (h2, beat2) = decode(&bytes, &keyring, h.cluster_id).unwrap();
+        prop_assert_eq!(h2, h);
+        prop_assert_eq!(beat2, v1_part(beat));
+        prop_assert_eq!(encode_v1(&h2, &beat2, &keyring).unwrap(), bytes);
+    }
+
     #[test]
     fn receiver_delivers_what_was_encoded(beat in arb_beat(), generation in any::<u64>(), seq in any::<u64>(), sha1 in any::<bool>()) {
         let alg = if sha1 { Algorithm::HmacSha1 } else { Algorithm::HmacSha256 };
@@ -154,6 +194,7 @@ proptest! {
         let bytes = encode(&h, &beat, &keyring).unwrap();
         let got = receiver(keyring).accept(1, &bytes).unwrap();
         prop_assert!(got.fresh);
+        prop_assert!(got.reads_v2);
         prop_assert_eq!(got.header, h);
         prop_assert_eq!(got.beat, beat);
     }
@@ -188,8 +229,14 @@ proptest! {
 fn every_single_bit_flip_is_rejected() {
     for alg in ALGS {
         let keyring = ring(alg, &[(1, KEY_A), (3, KEY_B)]);
-        for (key_id, beat) in [(1, plain_beat()), (3, full_beat())] {
-            let bytes = encode(&header(key_id, PEER, 5, 9), &beat, &keyring).unwrap();
+        for (key_id, beat, v1) in [
+            (1, plain_beat(), false),
+            (3, full_beat(), false),
+            (1, plain_beat(), true),
+            (3, full_beat(), true),
+        ] {
+            let enc = if v1 { encode_v1 } else { encode };
+            let bytes = enc(&header(key_id, PEER, 5, 9), &beat, &keyring).unwrap();
             // The untouched datagram is accepted, so a rejection below is the flip's doing.
             assert!(decode(&bytes, &keyring, CLUSTER).is_ok());
             for bit in 0..bytes.len() * 8 {
@@ -214,14 +261,21 @@ fn every_truncation_is_rejected_and_so_is_an_extra_byte() {
     for alg in ALGS {
         let keyring = ring(alg, &[(1, KEY_A)]);
         let bytes = encode(&header(1, PEER, 1, 1), &full_beat(), &keyring).unwrap();
+        let shortest = datagram_len_v1(alg);
         for len in 0..bytes.len() {
-            assert_eq!(
-                decode(&bytes[..len], &keyring, CLUSTER),
-                Err(Reject::TooShort {
-                    len,
-                    expected: bytes.len()
-                })
-            );
+            let got = decode(&bytes[..len], &keyring, CLUSTER);
+            if len < shortest {
+                assert_eq!(
+                    got,
+                    Err(Reject::TooShort {
+                        len,
+                        expected: shortest
+                    })
+                );
+            } else {
+                // Long enough for version 1: the tag is the trailing bytes, and they do not match.
+                assert!(matches!(got, Err(Reject::BadMac { .. })), "{len}: {got:?}");
+            }
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -239,16 +293,56 @@ fn every_truncation_is_rejected_and_so_is_an_extra_byte() {
 
 #[test]
 fn datagram_sizes() {
-    // 55 signed bytes plus the full tag.
-    assert_eq!(datagram_len(Algorithm::HmacSha256), 87);
-    assert_eq!(datagram_len(Algorithm::HmacSha1), 75);
+    // 55 (version 1) or 80 (version 2) signed bytes plus the full tag.
+    assert_eq!(datagram_len_v1(Algorithm::HmacSha256), 87);
+    assert_eq!(datagram_len_v1(Algorithm::HmacSha1), 75);
+    assert_eq!(datagram_len(Algorithm::HmacSha256), 112);
+    assert_eq!(datagram_len(Algorithm::HmacSha1), 100);
     for alg in ALGS {
         let keyring = ring(alg, &[(1, KEY_A)]);
         for beat in [plain_beat(), full_beat()] {
             let bytes = encode(&header(1, PEER, 1, 1), &beat, &keyring).unwrap();
             assert_eq!(bytes.len(), datagram_len(alg));
+            let bytes = encode_v1(&header(1, PEER, 1, 1), &beat, &keyring).unwrap();
+            assert_eq!(bytes.len(), datagram_len_v1(alg));
         }
     }
+}
+
+/// A pair upgraded one node at a time: the upgraded sender speaks version 1 (flagged "reads
+/// version 2") until the peer's current run shows that it reads version 2, and version 1 again
+/// for a peer downgraded to a version-1 daemon (whose beats carry no flag).
+#[test]
+fn the_sender_uses_version_2_only_with_a_peer_that_reads_it() {
+    let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
+    let mut tx = Sender::new(keyring.clone(), 1, CLUSTER, PEER, 1).unwrap();
+    let mut rx = receiver(keyring.clone());
+    let first = tx.next(&full_beat());
+    assert_eq!(first.len(), 87, "version 1 until the peer is known");
+    let got = rx.accept(0, &first).unwrap();
+    assert!(got.reads_v2);
+    assert_eq!(got.beat, v1_part(full_beat()));
+    // What a version-1 daemon checks of it: exact version-1 length, known critical flags only.
+    // The flag is advisory (high byte), so such a daemon accepts the datagram and ignores it.
+    assert_eq!(first[4], 1);
+    assert_eq!(u16::from_be_bytes([first[6], first[7]]), FLAG_READS_V2);
+    assert_eq!(FLAG_READS_V2 & 0x00ff, 0);
+
+    tx.set_peer_reads_v2(true);
+    let second = tx.next(&full_beat());
+    assert_eq!(second.len(), 112);
+    let got = rx.accept(0, &second).unwrap();
+    assert_eq!(got.beat, full_beat());
+
+    // A version-1 daemon's own beats: flags 0, no stamp; it does not read version 2.
+    let mut old = encode_v1(&header(1, PEER, 2, 1), &plain_beat(), &keyring).unwrap();
+    old[6] = 0;
+    resign_sha256(&mut old, KEY_A);
+    let got = rx.accept(0, &old).unwrap();
+    assert!(!got.reads_v2);
+    assert_eq!(got.beat, v1_part(plain_beat()));
+    tx.set_peer_reads_v2(got.reads_v2);
+    assert_eq!(tx.next(&full_beat()).len(), 87);
 }
 
 #[test]
@@ -300,16 +394,33 @@ fn wrong_key_unknown_key_other_cluster_own_id_and_stranger_are_rejected() {
 fn algorithm_mismatch_is_rejected() {
     let sha1 = ring(Algorithm::HmacSha1, &[(1, KEY_A)]);
     let sha256 = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
-    let short = encode(&header(1, PEER, 1, 1), &plain_beat(), &sha1).unwrap();
+    // A version-1 HMAC-SHA1 datagram (75 bytes) is shorter than any HMAC-SHA256 heartbeat.
+    let short = encode_v1(&header(1, PEER, 1, 1), &plain_beat(), &sha1).unwrap();
     assert!(matches!(
         decode(&short, &sha256, CLUSTER),
         Err(Reject::TooShort { .. })
     ));
-    let long = encode(&header(1, PEER, 1, 1), &plain_beat(), &sha256).unwrap();
-    assert!(matches!(
-        decode(&long, &sha1, CLUSTER),
-        Err(Reject::BadMac { .. })
-    ));
+    // Every other mismatch has a plausible length; its trailing bytes are not the tag.
+    for (bytes, other) in [
+        (
+            encode(&header(1, PEER, 1, 1), &plain_beat(), &sha1).unwrap(),
+            &sha256,
+        ),
+        (
+            encode(&header(1, PEER, 1, 1), &plain_beat(), &sha256).unwrap(),
+            &sha1,
+        ),
+        (
+            encode_v1(&header(1, PEER, 1, 1), &plain_beat(), &sha256).unwrap(),
+            &sha1,
+        ),
+    ] {
+        assert!(
+            matches!(decode(&bytes, other, CLUSTER), Err(Reject::BadMac { .. })),
+            "{} bytes",
+            bytes.len()
+        );
+    }
 }
 
 #[test]
@@ -367,12 +478,21 @@ fn authentic_but_unsupported_headers_are_rejected() {
     };
     assert_eq!(patched(0, b'X'), Err(Reject::BadMagic));
     assert_eq!(
-        patched(4, 2),
+        patched(4, 3),
         Err(Reject::UnsupportedVersion {
-            version: 2,
-            supported: 1
+            version: 3,
+            supported: 2
         })
     );
+    // A version-1 length saying version 2 is a short version-2 datagram.
+    let v1 = encode_v1(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
+    let mut short = v1.clone();
+    short[4] = 2;
+    resign_sha256(&mut short, KEY_A);
+    assert!(matches!(
+        decode(&short, &keyring, CLUSTER),
+        Err(Reject::TooShort { .. })
+    ));
     // Flags: byte 7 is the low (critical) byte, byte 6 the high (advisory) byte.
     assert_eq!(
         patched(7, 0x01),
@@ -380,23 +500,26 @@ fn authentic_but_unsupported_headers_are_rejected() {
     );
     assert_eq!(patched(6, 0x80).unwrap().1, plain_beat());
 
-    // A version-1 datagram with an extra authenticated byte is not a heartbeat.
-    let mut longer = good[..SIGNED_LEN].to_vec();
-    longer.push(0);
-    longer.extend_from_slice(&[0u8; 32]);
-    resign_sha256(&mut longer, KEY_A);
-    assert!(matches!(
-        decode(&longer, &keyring, CLUSTER),
-        Err(Reject::TooLong { .. })
-    ));
+    // A datagram of either version with an extra authenticated byte is not a heartbeat.
+    for (bytes, signed) in [(&good, SIGNED_LEN), (&v1, SIGNED_LEN_V1)] {
+        let mut longer = bytes[..signed].to_vec();
+        longer.push(0);
+        longer.extend_from_slice(&[0u8; 32]);
+        resign_sha256(&mut longer, KEY_A);
+        assert!(matches!(
+            decode(&longer, &keyring, CLUSTER),
+            Err(Reject::TooLong { .. })
+        ));
+    }
 
     // A newer version may be longer; it is still reported as a version problem.
-    let mut v2 = longer.clone();
-    v2[4] = 2;
-    resign_sha256(&mut v2, KEY_A);
+    let mut v3 = good[..SIGNED_LEN].to_vec();
+    v3.extend_from_slice(&[0u8; 40]);
+    v3[4] = 3;
+    resign_sha256(&mut v3, KEY_A);
     assert!(matches!(
-        decode(&v2, &keyring, CLUSTER),
-        Err(Reject::UnsupportedVersion { version: 2, .. })
+        decode(&v3, &keyring, CLUSTER),
+        Err(Reject::UnsupportedVersion { version: 3, .. })
     ));
 }
 
@@ -404,7 +527,7 @@ fn authentic_but_unsupported_headers_are_rejected() {
 fn bad_body_fields_are_named() {
     let keyring = ring(Algorithm::HmacSha256, &[(1, KEY_A)]);
     let good = encode(&header(1, PEER, 1, 1), &plain_beat(), &keyring).unwrap();
-    let cases: [(usize, u8, &str); 7] = [
+    let cases: [(usize, u8, &str); 11] = [
         (42, NodeState::ALL.len() as u8, "node state"),
         (43, DiskState::ALL.len() as u8, "disk state"),
         (44, 6, "handoff kind"),
@@ -412,6 +535,10 @@ fn bad_body_fields_are_named() {
         (49, 1, "handoff id"),
         (50, 6, "outdate kind"),
         (54, 1, "outdate id"),
+        (55, 4, "stamp/echo presence"),
+        (63, 1, "stamp"),
+        (64, 1, "echo"),
+        (79, 1, "echo"),
     ];
     for (at, value, field) in cases {
         let mut b = good.clone();
@@ -447,7 +574,13 @@ fn open_leaves_the_body_unparsed() {
     let bytes = encode(&header(1, PEER, 3, 4), &full_beat(), &keyring).unwrap();
     let opened = open(&bytes, &keyring, CLUSTER).unwrap();
     assert_eq!(opened.header, header(1, PEER, 3, 4));
-    assert_eq!(&opened.body[..], &bytes[HEADER_LEN..SIGNED_LEN]);
+    assert_eq!(&opened.body[..], &bytes[HEADER_LEN..SIGNED_LEN_V1]);
+    assert_eq!(
+        opened.ext.as_ref().map(|e| &e[..]),
+        Some(&bytes[SIGNED_LEN_V1..SIGNED_LEN])
+    );
+    let v1 = encode_v1(&header(1, PEER, 3, 4), &full_beat(), &keyring).unwrap();
+    assert_eq!(open(&v1, &keyring, CLUSTER).unwrap().ext, None);
 }
 
 #[test]

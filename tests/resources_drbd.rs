@@ -934,7 +934,7 @@ const OUTDATE: &str = "drbdadm outdate r0";
 #[tokio::test(start_paused = true)]
 async fn outdate_runs_drbdadm_outdate_once_and_names_the_failure() {
     let d = Arc::new(Double::default());
-    d.on(OUTDATE, ok(""));
+    d.on(OUTDATE, ok("")).on(EVENTS, ok(&secondary_outdated()));
     let r = drbd(&d, 30_000);
     r.outdate()
         .expect("drbd can outdate")
@@ -942,8 +942,8 @@ async fn outdate_runs_drbdadm_outdate_once_and_names_the_failure() {
         .expect("outdated");
     assert_eq!(
         d.calls(),
-        [OUTDATE],
-        "no state read, no retry: the core decided"
+        [OUTDATE, EVENTS],
+        "one outdate, checked by one state read"
     );
     assert_eq!(
         d.timeouts()[0],
@@ -969,5 +969,53 @@ async fn outdate_runs_drbdadm_outdate_once_and_names_the_failure() {
             && msg.contains("State change failed")
             && msg.contains("drbdadm status r0"),
         "{msg}"
+    );
+}
+
+fn secondary_outdated() -> String {
+    let st = secondary_uptodate().replace(" disk:UpToDate", " disk:Outdated");
+    assert!(st.contains("disk:Outdated"), "fixture changed: {st}");
+    st
+}
+
+#[tokio::test(start_paused = true)]
+async fn outdate_that_did_not_take_is_run_again_until_drbd_says_outdated() {
+    // QEMU lab: `drbdadm outdate` just after the connection broke exited 0 and DRBD went on
+    // reporting the disk UpToDate; answering "outdated" then lets the peer write alone.
+    let d = Arc::new(Double::default());
+    d.on(OUTDATE, ok(""))
+        .on(EVENTS, ok(&secondary_uptodate()))
+        .on(OUTDATE, ok(""))
+        .on(EVENTS, ok(&secondary_outdated()));
+    drbd(&d, 30_000)
+        .outdate()
+        .expect("drbd can outdate")
+        .await
+        .expect("outdated on the second attempt");
+    assert_eq!(d.calls(), [OUTDATE, EVENTS, OUTDATE, EVENTS]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outdate_that_never_takes_fails_within_its_window_and_says_why() {
+    let d = Arc::new(Double::default());
+    d.on_n(OUTDATE, 100, || ok(""))
+        .on_n(EVENTS, 100, || ok(&secondary_uptodate()));
+    let started = tokio::time::Instant::now();
+    let e = drbd(&d, 30_000)
+        .outdate()
+        .expect("drbd can outdate")
+        .await
+        .expect_err("never Outdated");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("exited 0") && msg.contains("UpToDate") && msg.contains("drbdadm status r0"),
+        "{msg}"
+    );
+    let outdates = d.calls().iter().filter(|c| *c == OUTDATE).count();
+    assert!((2..=25).contains(&outdates), "{outdates} attempts");
+    assert!(
+        started.elapsed() <= Duration::from_secs(6),
+        "bounded by the retry window: {:?}",
+        started.elapsed()
     );
 }

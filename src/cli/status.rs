@@ -139,11 +139,15 @@ pub fn render(st: &DaemonStatus) -> String {
         );
     }
     if let Some(tb) = c.tiebreaker {
-        let _ = writeln!(
-            o,
-            "  tiebreaker {}",
-            if tb { "reachable" } else { "NOT reachable" }
-        );
+        let _ = if tb {
+            writeln!(o, "  tiebreaker reachable")
+        } else {
+            writeln!(
+                o,
+                "  tiebreaker NOT reachable ({} failed round(s) in a row)",
+                c.tiebreaker_fails
+            )
+        };
     }
     if let Some(w) = &st.witness {
         let holder = match w.holder {

@@ -161,6 +161,7 @@ pub struct RawTiebreaker {
     pub ping: S<Vec<Spanned<String>>>,
     pub witness: S<String>,
     pub timeout_ms: S<u64>,
+    pub fall: S<u64>,
     pub lease_ms: S<u64>,
     pub lease_guard_ms: S<u64>,
     pub max_clock_drift_ppm: S<u64>,

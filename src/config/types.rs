@@ -233,6 +233,8 @@ pub struct Tiebreaker {
     pub ping: Vec<IpAddr>,
     pub witness: Option<SocketAddr>,
     pub timeout_ms: Millis,
+    /// Failed ping rounds in a row before an active node without its peer steps down.
+    pub fall: u32,
     /// The witness lease (see `core/node/lease.rs`); meaningful only with `witness`.
     pub lease_ms: Millis,
     pub lease_guard_ms: Millis,
@@ -307,6 +309,7 @@ impl Config {
             restart_window_ms: self.failover.restart_window_ms,
             handoff_timeout_ms: self.failover.handoff_timeout_ms,
             tiebreaker: !self.tiebreaker.ping.is_empty(),
+            tiebreaker_fall: self.tiebreaker.fall,
             lease: self.tiebreaker.witness.map(|_| crate::core::LeaseParams {
                 lease_ms: self.tiebreaker.lease_ms,
                 max_drift_ppm: self.tiebreaker.max_clock_drift_ppm,

@@ -918,11 +918,16 @@ pub const DEFAULT_LEASE_MS: Millis = 3_000;
 pub const DEFAULT_LEASE_GUARD_MS: Millis = 300;
 pub const DEFAULT_MAX_CLOCK_DRIFT_PPM: u64 = 10_000;
 
+/// More failed rounds than this keeps an isolated active node writable too long after its peer
+/// took over (rounds are a second apart).
+const MAX_TIEBREAKER_FALL: u64 = 10;
+
 fn tiebreaker(raw: &RawConfig, v: &mut Validator, timing: &Timing) -> Tiebreaker {
     let mut out = Tiebreaker {
         ping: Vec::new(),
         witness: None,
         timeout_ms: 500,
+        fall: crate::core::DEFAULT_TIEBREAKER_FALL,
         lease_ms: DEFAULT_LEASE_MS,
         lease_guard_ms: DEFAULT_LEASE_GUARD_MS,
         max_clock_drift_ppm: DEFAULT_MAX_CLOCK_DRIFT_PPM as u32,
@@ -961,6 +966,28 @@ fn tiebreaker(raw: &RawConfig, v: &mut Validator, timing: &Timing) -> Tiebreaker
         }
     }
     out.timeout_ms = v.positive(&t.timeout_ms, 500, "tiebreaker.timeout-ms");
+    if let Some(f) = t.fall.as_ref() {
+        let n = *f.get_ref();
+        if out.ping.is_empty() {
+            v.d.error(
+                f.span(),
+                "tiebreaker.fall",
+                "counts failed ping rounds, but no ping targets are configured",
+                "add `ping = [\"IP\", ...]` to [tiebreaker], or remove this key",
+            );
+        } else if !(1..=MAX_TIEBREAKER_FALL).contains(&n) {
+            v.d.error(
+                f.span(),
+                "tiebreaker.fall",
+                format!("{n} failed rounds is out of range"),
+                format!(
+                    "write 1 to {MAX_TIEBREAKER_FALL} (rounds are a second apart; an isolated active node steps down after that many)"
+                ),
+            );
+        } else {
+            out.fall = n as u32;
+        }
+    }
     lease(t, v, timing, &mut out);
     out
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Beat, Millis};
+use super::types::{Beat, Echo, Millis};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -38,6 +38,9 @@ pub(crate) struct PeerTracker {
     pub generation: Option<u64>,
     pub restarts_seen: u64,
     pub max_gap_ms: Millis,
+    /// What this node's beats echo: the peer's generation and the stamp of its newest fresh
+    /// beat (none when that beat carried no stamp).
+    pub echo: Option<Echo>,
 }
 
 impl PeerTracker {
@@ -50,6 +53,7 @@ impl PeerTracker {
             generation: None,
             restarts_seen: 0,
             max_gap_ms: 0,
+            echo: None,
         }
     }
 
@@ -99,6 +103,7 @@ impl PeerTracker {
                 self.restarts_seen += 1;
             }
             self.generation = Some(generation);
+            self.echo = beat.stamp.map(|stamp| Echo { generation, stamp });
         }
         if let Some(g) = gap {
             self.max_gap_ms = self.max_gap_ms.max(g);

@@ -8,7 +8,7 @@
 pub mod params;
 pub mod types;
 
-pub use params::{CoreParams, FenceParams, LeaseParams, StepParams};
+pub use params::{CoreParams, FenceParams, LeaseParams, StepParams, DEFAULT_TIEBREAKER_FALL};
 pub use types::*;
 
 mod handoff;

@@ -71,6 +71,11 @@ pub struct CoreParams {
     pub handoff_timeout_ms: Millis,
     /// A tie-breaker (ping targets or witness) is configured: takeovers need its approval.
     pub tiebreaker: bool,
+    /// Failed tie-breaker rounds in a row before an active node that lost its peer counts the
+    /// tie-breaker as lost and steps down (keepalived's `fall`): one lost ping, or a probe a
+    /// starved host could not finish in time, must not drop the only copy of the service.
+    #[serde(default = "default_tiebreaker_fall")]
+    pub tiebreaker_fall: u32,
     /// A witness is configured: holding the service needs its lease (see `node/lease.rs`).
     #[serde(default)]
     pub lease: Option<LeaseParams>,
@@ -80,6 +85,13 @@ pub struct CoreParams {
     pub auto_failback: bool,
     /// This node wins when both nodes are healthy standbys (and is the failback target).
     pub preferred: bool,
+}
+
+/// The default of `[tiebreaker] fall`.
+pub const DEFAULT_TIEBREAKER_FALL: u32 = 3;
+
+fn default_tiebreaker_fall() -> u32 {
+    DEFAULT_TIEBREAKER_FALL
 }
 
 impl CoreParams {
@@ -112,6 +124,7 @@ impl CoreParams {
             restart_window_ms: 300_000,
             handoff_timeout_ms: 120_000,
             tiebreaker: false,
+            tiebreaker_fall: DEFAULT_TIEBREAKER_FALL,
             lease: None,
             fencing: None,
             disk_gate: true,

@@ -72,6 +72,10 @@ pub struct Status {
     pub blockers: Vec<String>,
     pub disk: DiskState,
     pub tiebreaker: Option<bool>,
+    /// Failed tie-breaker rounds in a row (an active node without its peer steps down at
+    /// `[tiebreaker] fall`).
+    #[serde(default)]
+    pub tiebreaker_fails: u32,
     /// The witness lease as this node believes it (None without a witness).
     #[serde(default)]
     pub lease: Option<LeaseStatus>,

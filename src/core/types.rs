@@ -212,6 +212,16 @@ pub struct OutdateMsg {
     pub kind: OutdateKind,
 }
 
+/// "The newest heartbeat I received from you": the receiver of a beat names the beat of its
+/// peer it heard last, by the peer's boot generation and the stamp that beat carried. The peer
+/// learns from it that this node heard it at or after that stamp (its own clock), which bounds
+/// when this node could declare it dead (see `core/node/lease.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Echo {
+    pub generation: u64,
+    pub stamp: Millis,
+}
+
 /// What a heartbeat says about its sender, beyond the authenticated header
 /// (cluster, key, node, generation, sequence) that `proto/` owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -224,6 +234,13 @@ pub struct Beat {
     pub disk: DiskState,
     pub handoff: Option<HandoffMsg>,
     pub outdate: Option<OutdateMsg>,
+    /// The sender's clock when it sent this beat. `None` from a peer that does not stamp its
+    /// beats (wire version 1).
+    #[serde(default)]
+    pub stamp: Option<Millis>,
+    /// The newest stamped beat the sender has received from the receiver of this one.
+    #[serde(default)]
+    pub echo: Option<Echo>,
 }
 
 impl Beat {

@@ -6,8 +6,9 @@
 //! failover decisions of `core/` — the shell moves bytes, the core interprets beats.
 //!
 //! One heartbeat is one UDP datagram (default port [`DEFAULT_PORT`]) carrying the sender's
-//! header and a [`Beat`](crate::core::types::Beat), signed with HMAC-SHA256 (87 bytes in all) or
-//! HMAC-SHA1 (75 bytes). The byte layout is documented in [`wire`].
+//! header and a [`Beat`](crate::core::types::Beat), signed with HMAC-SHA256 (112 bytes in all,
+//! 87 in the version-1 layout) or HMAC-SHA1 (100 bytes, 75). The byte layout, and when a sender
+//! uses which version, is documented in [`wire`].
 //!
 //! ```
 //! use twinbeat::core::types::{Beat, DiskState, NodeState};
@@ -20,7 +21,8 @@
 //! let mut receiver = Receiver::new(keys, 7, 1, 2, 2);
 //!
 //! let beat = Beat { state: NodeState::Active, term: 1, held: 0b111, disk: DiskState::UpToDate,
-//!                   handoff: None, outdate: None };
+//!                   handoff: None, outdate: None, stamp: None, echo: None };
+//! // Version 1 until node 1's beats show that it reads version 2 (`set_peer_reads_v2`).
 //! let datagram = sender.next(&beat); // the same bytes go out on every link
 //! assert_eq!(datagram.len(), 87);
 //! assert!(receiver.accept(0, &datagram).unwrap().fresh); // new body: deliver it
@@ -42,7 +44,9 @@ pub use receiver::{Accepted, Receiver};
 pub use reject::{Counters, Reject};
 pub use replay::{Verdict, Window};
 pub use sender::Sender;
-pub use wire::{datagram_len, decode, encode, EncodeError, Header, MAX_DATAGRAM};
+pub use wire::{
+    datagram_len, datagram_len_v1, decode, encode, encode_v1, EncodeError, Header, MAX_DATAGRAM,
+};
 
 /// Heartbeat's `ha-cluster` port, the default for every link.
 pub const DEFAULT_PORT: u16 = 694;

@@ -18,6 +18,9 @@ pub struct Accepted {
     /// `true`: a new body, deliver it. `false`: the same beat already came in on another link;
     /// it only proves that the link it arrived on is alive.
     pub fresh: bool,
+    /// The sender reads wire version 2 (it sent it, or flagged a version-1 datagram so): the
+    /// shell's `Sender` may answer in version 2.
+    pub reads_v2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -79,13 +82,14 @@ impl Receiver {
         let verdict = self.window.check(link, header.generation, header.seq)?;
         // Parse before committing: an authentic but malformed body (a buggy peer) must not move
         // the window, or its seq would shadow nothing and only confuse the link bookkeeping.
-        let beat = parse_body(&opened.body)?;
+        let beat = parse_body(&opened)?;
         self.window
             .commit(link, header.generation, header.seq, verdict);
         Ok(Accepted {
             header,
             beat,
             fresh: verdict == Verdict::Fresh,
+            reads_v2: opened.reads_v2(),
         })
     }
 

@@ -5,13 +5,15 @@
 //! (the shell reads, increments and writes it before building a `Sender`).
 
 use super::auth::Keyring;
-use super::wire::{encode, EncodeError, Header};
+use super::wire::{encode, encode_v1, EncodeError, Header};
 use crate::core::types::Beat;
 
 #[derive(Debug, Clone)]
 pub struct Sender {
     keyring: Keyring,
     header: Header,
+    /// The peer's current run reads version 2 (see "Versions on a mixed pair" in `wire`).
+    peer_reads_v2: bool,
 }
 
 impl Sender {
@@ -36,19 +38,34 @@ impl Sender {
                 generation,
                 seq: 0,
             },
+            peer_reads_v2: false,
         })
     }
 
-    /// Encodes the next heartbeat. Send the SAME bytes on every link: the receiver recognises the
+    /// Encodes the next heartbeat: version 2 once the peer is known to read it, version 1
+    /// (without stamp and echo, flagged [`FLAG_READS_V2`](super::wire::FLAG_READS_V2)) until
+    /// then. Send the SAME bytes on every link: the receiver recognises the
     /// copies as one heartbeat and uses them only as proof that each link is alive.
     pub fn next(&mut self, beat: &Beat) -> Vec<u8> {
         // The key id was checked in `new`/`set_key_id`, so encoding cannot fail; an empty
         // datagram would be rejected by the peer as too short rather than crash this node.
-        let bytes = encode(&self.header, beat, &self.keyring).unwrap_or_default();
+        let bytes = if self.peer_reads_v2 {
+            encode(&self.header, beat, &self.keyring)
+        } else {
+            encode_v1(&self.header, beat, &self.keyring)
+        }
+        .unwrap_or_default();
         // Saturating: at one beat per millisecond u64 lasts 584 million years; should it ever
         // saturate, the peer sees stale beats instead of this node panicking.
         self.header.seq = self.header.seq.saturating_add(1);
         bytes
+    }
+
+    /// What the peer's newest fresh beat said about the versions it reads
+    /// ([`Accepted::reads_v2`](super::receiver::Accepted)): version 2 (with the stamp and the
+    /// echo) from now on, or version 1 again for a peer that was downgraded.
+    pub fn set_peer_reads_v2(&mut self, reads_v2: bool) {
+        self.peer_reads_v2 = reads_v2;
     }
 
     /// Switches the signing key (rotation step two: every receiver already accepts the new id).

@@ -3,18 +3,18 @@
 //! Owns: the byte layout below and the order of the stateless checks. Must not touch: sockets,
 //! clocks, replay state (`replay.rs`), key storage (`auth.rs`), what a beat means (`core/`).
 //!
-//! # Layout (version 1)
+//! # Layout (versions 1 and 2)
 //!
 //! All integers are big-endian (network byte order). Offsets are fixed; no field is optional in
-//! size, so a datagram's length alone says whether it can be a heartbeat.
+//! size, so a datagram's length and version alone say whether it can be a heartbeat.
 //!
 //! ```text
 //! offset size field          value
 //! ------ ---- -------------- -----------------------------------------------------------------
 //!  0      4   magic          "TWBT" (0x54 0x57 0x42 0x54)
-//!  4      1   version        1; any other value is rejected (UnsupportedVersion)
+//!  4      1   version        1 or 2; any other value is rejected (UnsupportedVersion)
 //!  5      1   key id         which keyring key made the tag
-//!  6      2   flags          0 in version 1; see "Flags" below
+//!  6      2   flags          see "Flags" below
 //!  8      4   cluster id     both nodes of a pair share it; others are rejected (WrongCluster)
 //! 12      2   node id        the sender's node id
 //! 14      8   generation     boot generation: persisted, incremented on every daemon start
@@ -30,28 +30,46 @@
 //! 50      1   outdate kind   0 none, 1 request, 2 done, 3 failed, 4 refused (holds the
 //!                            service), 5 inconsistent (nothing to outdate)
 //! 51      4   outdate id     0 when there is no outdate message
+//! ---- version 2 only: stamp and echo (see `core/node/lease.rs`) ------------------------------
+//! 55      1   present        bit 0: stamp, bit 1: echo; other bits 0
+//! 56      8   stamp          the sender's clock (ms) when it sent this beat; 0 if absent
+//! 64      8   echo gen.      the receiver's boot generation named by the echo; 0 if absent
+//! 72      8   echo stamp     the stamp of the receiver's newest beat the sender has; 0 if absent
 //! ---- tag ----------------------------------------------------------------------------------
-//! 55     32   tag            HMAC-SHA256 over bytes 0..55     (datagram: 87 bytes)
-//! 55     20   tag            HMAC-SHA1   over bytes 0..55     (datagram: 75 bytes)
+//! v1: 55 / v2: 80   32   tag  HMAC-SHA256 over everything before it   (87 / 112 bytes)
+//! v1: 55 / v2: 80   20   tag  HMAC-SHA1   over everything before it   (75 / 100 bytes)
 //! ```
 //!
 //! Unused slots must be zero: the encoding is canonical (one beat, one byte string), so a
 //! round trip is exact and a non-zero "unused" byte is a sender bug worth reporting (BadBody).
+//! Version 1 carries no stamp and no echo: a beat decoded from it has neither.
+//!
+//! # Versions on a mixed pair
+//!
+//! A daemon of version 1 rejects version 2 datagrams (UnsupportedVersion), and the two
+//! nodes of a pair are upgraded one at a time. So a sender uses version 2 only once the peer's
+//! current run has shown that it reads it: by sending version 2, or a version-1 datagram with
+//! the advisory flag [`FLAG_READS_V2`]. Until then it sends version 1 with that flag, which a
+//! version-1 daemon accepts and ignores (unknown advisory bits are dropped). The shell learns it
+//! from every fresh beat ([`Accepted::reads_v2`](super::receiver::Accepted)), so a peer
+//! downgraded to version 1 is answered in version 1 from its first beat on. Without echoes (a
+//! version-1 peer) the core simply has no peer confirmation, which is the safe side.
 //!
 //! # Flags
 //!
 //! The low byte (bits 0–7) holds *critical* flags: a flag that changes how the datagram must be
 //! read. An unknown critical bit is rejected (UnknownFlags), because guessing would misread the
 //! peer. The high byte (bits 8–15) holds *advisory* flags: hints an older node may safely ignore,
-//! so unknown advisory bits are accepted and dropped. Version 1 defines no flags and sends 0.
-//! A change of layout bumps the version instead.
+//! so unknown advisory bits are accepted and dropped. Bit 8 ([`FLAG_READS_V2`]): "I read
+//! version 2", in version-1 datagrams. A change of layout bumps the version instead.
 //!
 //! # Check order on receive (stateless part, [`open`])
 //!
-//! 1. length: at most [`MAX_DATAGRAM`] (TooLong), at least the heartbeat length (TooShort);
+//! 1. length: at most [`MAX_DATAGRAM`] (TooLong), at least a version-1 heartbeat (TooShort);
 //! 2. key id: must be in the keyring (UnknownKeyId);
 //! 3. the MAC, in constant time, over everything before the trailing tag (BadMac);
-//! 4. magic, version, then the exact length of that version (TooLong), cluster id, flags.
+//! 4. magic, version, then the exact length of that version (TooLong / TooShort), cluster id,
+//!    flags.
 //!
 //! Magic and version are checked after the MAC on purpose: the tag is always the trailing
 //! `tag_len` bytes and covers everything before it, whatever the version, so an authentic
@@ -66,17 +84,25 @@ use thiserror::Error;
 use super::auth::{Algorithm, Keyring};
 use super::reject::Reject;
 use crate::core::types::{
-    Beat, DiskState, HandoffKind, HandoffMsg, NodeState, OutdateKind, OutdateMsg, RefuseReason,
+    Beat, DiskState, Echo, HandoffKind, HandoffMsg, Millis, NodeState, OutdateKind, OutdateMsg,
+    RefuseReason,
 };
 
 pub const MAGIC: [u8; 4] = *b"TWBT";
-pub const VERSION: u8 = 1;
+/// The current layout: version 1 plus the stamp and the echo.
+pub const VERSION: u8 = 2;
+/// The first layout, still read, and sent to a peer not known to read version 2.
+pub const VERSION_1: u8 = 1;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 30;
-/// Bytes of body.
+/// Bytes of the body both versions share.
 pub const BODY_LEN: usize = 25;
-/// Bytes covered by the tag: header and body.
-pub const SIGNED_LEN: usize = HEADER_LEN + BODY_LEN;
+/// Bytes version 2 adds after the body: presence, stamp, echo generation, echo stamp.
+pub const EXT_LEN: usize = 25;
+/// Bytes covered by the tag in a version-1 datagram: header and body.
+pub const SIGNED_LEN_V1: usize = HEADER_LEN + BODY_LEN;
+/// Bytes covered by the tag in a version-2 datagram: header, body and extension.
+pub const SIGNED_LEN: usize = SIGNED_LEN_V1 + EXT_LEN;
 /// Largest datagram the receiver looks at, and the receive buffer size the shell should use
 /// (anything longer is rejected before any work). Leaves room for later versions to grow.
 pub const MAX_DATAGRAM: usize = 512;
@@ -85,10 +111,19 @@ pub const MAX_DATAGRAM: usize = 512;
 pub const CRITICAL_FLAGS: u16 = 0x00ff;
 /// Critical flags this version understands.
 pub const KNOWN_CRITICAL_FLAGS: u16 = 0x0000;
+/// Advisory flag: the sender reads version 2 (set in the version-1 datagrams it sends).
+pub const FLAG_READS_V2: u16 = 0x0100;
 
-/// Length of a version-1 heartbeat under `algorithm`: 87 bytes for HMAC-SHA256, 75 for HMAC-SHA1.
+/// Length of a version-2 heartbeat under `algorithm`: 112 bytes for HMAC-SHA256, 100 for
+/// HMAC-SHA1.
 pub const fn datagram_len(algorithm: Algorithm) -> usize {
     SIGNED_LEN + algorithm.tag_len()
+}
+
+/// Length of a version-1 heartbeat under `algorithm`: 87 bytes for HMAC-SHA256, 75 for
+/// HMAC-SHA1. No heartbeat is shorter.
+pub const fn datagram_len_v1(algorithm: Algorithm) -> usize {
+    SIGNED_LEN_V1 + algorithm.tag_len()
 }
 
 mod off {
@@ -109,7 +144,14 @@ mod off {
     pub const HANDOFF_ID: usize = 46;
     pub const OUTDATE_KIND: usize = 50;
     pub const OUTDATE_ID: usize = 51;
+    pub const PRESENT: usize = 55;
+    pub const STAMP: usize = 56;
+    pub const ECHO_GENERATION: usize = 64;
+    pub const ECHO_STAMP: usize = 72;
 }
+
+const PRESENT_STAMP: u8 = 0b01;
+const PRESENT_ECHO: u8 = 0b10;
 
 /// The authenticated envelope of a heartbeat: who sent it, under which key, and where it falls in
 /// the sender's stream.
@@ -128,14 +170,36 @@ pub enum EncodeError {
     UnknownKeyId { key_id: u8 },
 }
 
-/// Encodes and signs one heartbeat. The returned bytes are [`datagram_len`] long.
+/// Encodes and signs one heartbeat in the current layout (version 2). The returned bytes are
+/// [`datagram_len`] long.
 pub fn encode(header: &Header, beat: &Beat, keyring: &Keyring) -> Result<Vec<u8>, EncodeError> {
-    let mut buf = vec![0u8; datagram_len(keyring.algorithm())];
-    let (signed, tag) = buf.split_at_mut(SIGNED_LEN);
+    encode_version(header, beat, keyring, VERSION)
+}
+
+/// Encodes and signs one heartbeat in the version-1 layout, for a peer not known to read
+/// version 2: the stamp and the echo are left out, and the advisory flag [`FLAG_READS_V2`]
+/// tells the peer that this node reads version 2. The bytes are [`datagram_len_v1`] long.
+pub fn encode_v1(header: &Header, beat: &Beat, keyring: &Keyring) -> Result<Vec<u8>, EncodeError> {
+    encode_version(header, beat, keyring, VERSION_1)
+}
+
+fn encode_version(
+    header: &Header,
+    beat: &Beat,
+    keyring: &Keyring,
+    version: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    let (signed_len, flags) = if version == VERSION_1 {
+        (SIGNED_LEN_V1, FLAG_READS_V2)
+    } else {
+        (SIGNED_LEN, 0)
+    };
+    let mut buf = vec![0u8; signed_len + keyring.tag_len()];
+    let (signed, tag) = buf.split_at_mut(signed_len);
     put(signed, off::MAGIC, &MAGIC);
-    signed[off::VERSION] = VERSION;
+    signed[off::VERSION] = version;
     signed[off::KEY_ID] = header.key_id;
-    put(signed, off::FLAGS, &0u16.to_be_bytes());
+    put(signed, off::FLAGS, &flags.to_be_bytes());
     put(signed, off::CLUSTER, &header.cluster_id.to_be_bytes());
     put(signed, off::NODE, &header.node_id.to_be_bytes());
     put(signed, off::GENERATION, &header.generation.to_be_bytes());
@@ -155,6 +219,17 @@ pub fn encode(header: &Header, beat: &Beat, keyring: &Keyring) -> Result<Vec<u8>
         signed[off::OUTDATE_KIND] = outdate_code(o.kind);
         put(signed, off::OUTDATE_ID, &o.id.to_be_bytes());
     }
+    if version != VERSION_1 {
+        if let Some(stamp) = beat.stamp {
+            signed[off::PRESENT] |= PRESENT_STAMP;
+            put(signed, off::STAMP, &stamp.to_be_bytes());
+        }
+        if let Some(e) = beat.echo {
+            signed[off::PRESENT] |= PRESENT_ECHO;
+            put(signed, off::ECHO_GENERATION, &e.generation.to_be_bytes());
+            put(signed, off::ECHO_STAMP, &e.stamp.to_be_bytes());
+        }
+    }
     if !keyring.sign(header.key_id, signed, tag) {
         return Err(EncodeError::UnknownKeyId {
             key_id: header.key_id,
@@ -167,23 +242,36 @@ pub fn encode(header: &Header, beat: &Beat, keyring: &Keyring) -> Result<Vec<u8>
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
     pub header: Header,
+    /// [`VERSION_1`] or [`VERSION`].
+    pub version: u8,
+    /// The flags field (critical bits already checked).
+    pub flags: u16,
     pub body: [u8; BODY_LEN],
+    /// Version 2's stamp and echo; `None` in version 1.
+    pub ext: Option<[u8; EXT_LEN]>,
+}
+
+impl Opened {
+    /// The sender reads version 2: it sent version 2, or said so with [`FLAG_READS_V2`].
+    pub fn reads_v2(&self) -> bool {
+        self.version >= VERSION || self.flags & FLAG_READS_V2 != 0
+    }
 }
 
 /// Runs the stateless checks (see the module doc for the order) and returns the header with the
 /// still-unparsed body. Never allocates, never panics.
 pub fn open(bytes: &[u8], keyring: &Keyring, cluster_id: u32) -> Result<Opened, Reject> {
-    let expected = datagram_len(keyring.algorithm());
+    let shortest = datagram_len_v1(keyring.algorithm());
     if bytes.len() > MAX_DATAGRAM {
         return Err(Reject::TooLong {
             len: bytes.len(),
             max: MAX_DATAGRAM,
         });
     }
-    if bytes.len() < expected {
+    if bytes.len() < shortest {
         return Err(Reject::TooShort {
             len: bytes.len(),
-            expected,
+            expected: shortest,
         });
     }
     let key_id = bytes[off::KEY_ID];
@@ -197,25 +285,43 @@ pub fn open(bytes: &[u8], keyring: &Keyring, cluster_id: u32) -> Result<Opened, 
     if signed[off::MAGIC..off::MAGIC + 4] != MAGIC {
         return Err(Reject::BadMagic);
     }
-    if signed[off::VERSION] != VERSION {
-        return Err(Reject::UnsupportedVersion {
-            version: signed[off::VERSION],
-            supported: VERSION,
-        });
-    }
-    // Version 1 has one length; extra authenticated bytes mean a sender bug, not a heartbeat.
-    let Ok(signed) = <&[u8; SIGNED_LEN]>::try_from(signed) else {
+    let version = signed[off::VERSION];
+    let signed_len = match version {
+        VERSION_1 => SIGNED_LEN_V1,
+        VERSION => SIGNED_LEN,
+        _ => {
+            return Err(Reject::UnsupportedVersion {
+                version,
+                supported: VERSION,
+            })
+        }
+    };
+    // Each version has one length; extra authenticated bytes mean a sender bug, not a heartbeat.
+    let expected = signed_len + keyring.tag_len();
+    if signed.len() > signed_len {
         return Err(Reject::TooLong {
             len: bytes.len(),
             max: expected,
         });
+    }
+    if signed.len() < signed_len {
+        return Err(Reject::TooShort {
+            len: bytes.len(),
+            expected,
+        });
+    }
+    let Ok(head) = <&[u8; SIGNED_LEN_V1]>::try_from(&signed[..SIGNED_LEN_V1]) else {
+        return Err(Reject::TooShort {
+            len: bytes.len(),
+            expected,
+        });
     };
     let header = Header {
-        cluster_id: u32::from_be_bytes(take(signed, off::CLUSTER)),
+        cluster_id: u32::from_be_bytes(take(head, off::CLUSTER)),
         key_id,
-        node_id: u16::from_be_bytes(take(signed, off::NODE)),
-        generation: u64::from_be_bytes(take(signed, off::GENERATION)),
-        seq: u64::from_be_bytes(take(signed, off::SEQ)),
+        node_id: u16::from_be_bytes(take(head, off::NODE)),
+        generation: u64::from_be_bytes(take(head, off::GENERATION)),
+        seq: u64::from_be_bytes(take(head, off::SEQ)),
     };
     if header.cluster_id != cluster_id {
         return Err(Reject::WrongCluster {
@@ -223,20 +329,28 @@ pub fn open(bytes: &[u8], keyring: &Keyring, cluster_id: u32) -> Result<Opened, 
             expected: cluster_id,
         });
     }
-    let flags = u16::from_be_bytes(take(signed, off::FLAGS));
+    let flags = u16::from_be_bytes(take(head, off::FLAGS));
     let unknown = flags & CRITICAL_FLAGS & !KNOWN_CRITICAL_FLAGS;
     if unknown != 0 {
         return Err(Reject::UnknownFlags { flags: unknown });
     }
+    let ext = match <&[u8; EXT_LEN]>::try_from(&signed[SIGNED_LEN_V1..]) {
+        Ok(e) => Some(*e),
+        Err(_) => None,
+    };
     Ok(Opened {
         header,
-        body: take(signed, HEADER_LEN),
+        version,
+        flags,
+        body: take(head, HEADER_LEN),
+        ext,
     })
 }
 
-/// Parses a body returned by [`open`]. Offsets are relative to the datagram, so subtract the
-/// header length once here.
-pub fn parse_body(body: &[u8; BODY_LEN]) -> Result<Beat, Reject> {
+/// Parses the body (and version 2's stamp and echo) of a datagram returned by [`open`].
+/// Offsets are relative to the datagram, so subtract the header length once here.
+pub fn parse_body(opened: &Opened) -> Result<Beat, Reject> {
+    let body = &opened.body;
     let at = |o: usize| o - HEADER_LEN;
     let bad = |field: &'static str, value: u32| Reject::BadBody { field, value };
 
@@ -281,6 +395,11 @@ pub fn parse_body(body: &[u8; BODY_LEN]) -> Result<Beat, Reject> {
         return Err(bad("outdate id", outdate_id));
     }
 
+    let (stamp, echo) = match &opened.ext {
+        None => (None, None),
+        Some(ext) => parse_ext(ext)?,
+    };
+
     Ok(Beat {
         state,
         term: u64::from_be_bytes(take(body, at(off::TERM))),
@@ -294,14 +413,44 @@ pub fn parse_body(body: &[u8; BODY_LEN]) -> Result<Beat, Reject> {
             id: outdate_id,
             kind,
         }),
+        stamp,
+        echo,
     })
+}
+
+/// Version 2's extension: the stamp and the echo, each present or all zero.
+fn parse_ext(ext: &[u8; EXT_LEN]) -> Result<(Option<Millis>, Option<Echo>), Reject> {
+    let at = |o: usize| o - SIGNED_LEN_V1;
+    let bad = |field: &'static str, value: u32| Reject::BadBody { field, value };
+    let present = ext[at(off::PRESENT)];
+    if present & !(PRESENT_STAMP | PRESENT_ECHO) != 0 {
+        return Err(bad("stamp/echo presence", present.into()));
+    }
+    let stamp = u64::from_be_bytes(take(ext, at(off::STAMP)));
+    let generation = u64::from_be_bytes(take(ext, at(off::ECHO_GENERATION)));
+    let echo_stamp = u64::from_be_bytes(take(ext, at(off::ECHO_STAMP)));
+    // A u64 does not fit the u32 `value`; what matters is which field is wrong.
+    let nonzero = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    if present & PRESENT_STAMP == 0 && stamp != 0 {
+        return Err(bad("stamp", nonzero(stamp)));
+    }
+    if present & PRESENT_ECHO == 0 && (generation != 0 || echo_stamp != 0) {
+        return Err(bad("echo", nonzero(generation | echo_stamp)));
+    }
+    Ok((
+        (present & PRESENT_STAMP != 0).then_some(stamp),
+        (present & PRESENT_ECHO != 0).then_some(Echo {
+            generation,
+            stamp: echo_stamp,
+        }),
+    ))
 }
 
 /// [`open`] then [`parse_body`]: everything but the sender and replay checks. For tests, tools
 /// and the fuzzer; the daemon goes through `Receiver::accept`.
 pub fn decode(bytes: &[u8], keyring: &Keyring, cluster_id: u32) -> Result<(Header, Beat), Reject> {
     let opened = open(bytes, keyring, cluster_id)?;
-    Ok((opened.header, parse_body(&opened.body)?))
+    Ok((opened.header, parse_body(&opened)?))
 }
 
 fn handoff_code(kind: HandoffKind) -> (u8, u8) {
@@ -343,9 +492,13 @@ mod tests {
     #[test]
     fn layout_constants_agree() {
         assert_eq!(off::SEQ + 8, HEADER_LEN);
-        assert_eq!(off::OUTDATE_ID + 4, SIGNED_LEN);
-        assert_eq!(datagram_len(Algorithm::HmacSha256), 87);
-        assert_eq!(datagram_len(Algorithm::HmacSha1), 75);
+        assert_eq!(off::OUTDATE_ID + 4, SIGNED_LEN_V1);
+        assert_eq!(off::PRESENT, SIGNED_LEN_V1);
+        assert_eq!(off::ECHO_STAMP + 8, SIGNED_LEN);
+        assert_eq!(datagram_len_v1(Algorithm::HmacSha256), 87);
+        assert_eq!(datagram_len_v1(Algorithm::HmacSha1), 75);
+        assert_eq!(datagram_len(Algorithm::HmacSha256), 112);
+        assert_eq!(datagram_len(Algorithm::HmacSha1), 100);
         const { assert!(SIGNED_LEN + 32 <= MAX_DATAGRAM) };
     }
 }

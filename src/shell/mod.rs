@@ -9,11 +9,12 @@
 pub mod control;
 pub mod history;
 pub mod observe;
+mod persist;
 pub mod state;
 pub mod witness_client;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -67,7 +68,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let mut state = state::StateDir::open_and_boot(&cfg.state_dir)?;
+    let state = state::StateDir::open_and_boot(&cfg.state_dir)?;
     let state_dir_path = cfg.state_dir.clone();
     let persisted = state.get();
     tracing::info!(
@@ -160,7 +161,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         }
         None => (None, None, None),
     };
-    let mut node = Node::new(params.clone(), persisted.term, held, now());
+    let mut node = Node::new(
+        params.clone(),
+        persisted.term,
+        held,
+        now(),
+        persisted.generation,
+    );
     let mut d = Driver {
         generation: persisted.generation,
         cfg,
@@ -177,6 +184,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         last_transition: None,
         recorder,
         replication: None,
+        persister: persist::Persister::start(state),
+        persisting: None,
+        held_back: VecDeque::new(),
     };
 
     let sig =
@@ -192,7 +202,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
         d.on_report(&mut node, r, now());
     }
     notify(&[sd_notify::NotifyState::Ready]);
-    d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
+    d.carry_out(&mut node, &mut sender, &links, &w);
 
     loop {
         let wake = node
@@ -208,11 +218,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
             }
             dgram = links.recv() => {
                 match dgram {
-                    Ok(dg) => d.on_datagram(&mut node, &mut receiver, &links, dg, now()),
+                    Ok(dg) => d.on_datagram(&mut node, &mut receiver, &mut sender, &links, dg, now()),
                     Err(e) => tracing::warn!(error = %e, "heartbeat receive error"),
                 }
             }
             Some(r) = w.reports.recv() => d.on_report(&mut node, r, now()),
+            Some(done) = d.persister.written.recv() => d.on_written(done),
             Some(g) = async {
                 match lease_grants.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -238,9 +249,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), ShellError> {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
-        let done = d.carry_out(&mut node, &mut sender, &links, &w, &mut state);
+        let done = d.carry_out(&mut node, &mut sender, &links, &w);
         d.record_history(&node);
-        if let Some(tx) = &lease_wants {
+        // A lease is asked for a term only once it is durable, like every other claim.
+        if let (Some(tx), None) = (&lease_wants, d.persisting) {
             let wants = node.wants_lease(now());
             tx.send_if_modified(|w| std::mem::replace(w, wants) != wants);
         }
@@ -275,6 +287,11 @@ struct Driver {
     recorder: observe::Recorder,
     /// The replicated disk's newest replication view (status; edge-triggered warnings).
     replication: Option<crate::resources::DiskReport>,
+    persister: persist::Persister,
+    /// The term being written; while it is, only heartbeats go out.
+    persisting: Option<u64>,
+    /// The core's actions that came after a term still being written, in order.
+    held_back: VecDeque<Action>,
 }
 
 impl Driver {
@@ -304,6 +321,7 @@ impl Driver {
         &mut self,
         node: &mut Node,
         receiver: &mut Receiver,
+        sender: &mut Sender,
         links: &Links,
         dg: crate::net::heartbeat::Datagram,
         now: Millis,
@@ -321,6 +339,9 @@ impl Driver {
             Ok(a) => {
                 self.hb.received += 1;
                 if a.fresh {
+                    // The peer's current run decides the layout we send (wire.rs, "Versions on
+                    // a mixed pair").
+                    sender.set_peer_reads_v2(a.reads_v2);
                     if let Some(prev) = self.last_fresh {
                         self.record_gap(now.saturating_sub(prev));
                     }
@@ -577,6 +598,39 @@ impl Driver {
         }
     }
 
+    fn on_written(&mut self, done: persist::Written) {
+        self.persisting = None;
+        let took_ms = done.took.as_millis() as u64;
+        match done.error {
+            // The term must be durable before acting on it; without it a restart could claim
+            // an older term. Failing loudly beats a silent split later.
+            Some(e) => tracing::error!(term = done.term, error = %e, "cannot persist the term"),
+            None if took_ms >= 100 => tracing::warn!(
+                term = done.term,
+                took_ms,
+                "writing the term took long (a busy disk); heartbeats went on, resource actions waited"
+            ),
+            None => tracing::debug!(term = done.term, took_ms, "term persisted"),
+        }
+    }
+
+    /// The next action to carry out: while a term is being written, heartbeats go out and
+    /// everything else waits in `held_back`, in order.
+    fn next_action(&mut self, node: &mut Node) -> Option<Action> {
+        if self.persisting.is_none() {
+            if let Some(a) = self.held_back.pop_front() {
+                return Some(a);
+            }
+        }
+        while let Some(a) = node.poll_action() {
+            if self.persisting.is_none() || matches!(a, Action::SendHeartbeat(_)) {
+                return Some(a);
+            }
+            self.held_back.push_back(a);
+        }
+        None
+    }
+
     /// Carries out the core's actions; returns true when the daemon may exit.
     fn carry_out(
         &mut self,
@@ -584,10 +638,9 @@ impl Driver {
         sender: &mut Sender,
         links: &Links,
         w: &worker::Worker,
-        state: &mut state::StateDir,
     ) -> bool {
         let mut exit = false;
-        while let Some(a) = node.poll_action() {
+        while let Some(a) = self.next_action(node) {
             match a {
                 Action::SendHeartbeat(beat) => {
                     let bytes = sender.next(&beat);
@@ -639,11 +692,8 @@ impl Driver {
                     let _ = w.jobs.send(Job::Announce);
                 }
                 Action::PersistTerm(t) => {
-                    if let Err(e) = state.set_term(t) {
-                        // The term must be durable before acting on it; without it a restart
-                        // could claim an older term. Failing loudly beats a silent split later.
-                        tracing::error!(error = %e, "cannot persist the term");
-                    }
+                    self.persisting = Some(t);
+                    self.persister.write(t);
                 }
                 Action::ProbeAll => {
                     let _ = w.jobs.send(Job::ProbeAll);

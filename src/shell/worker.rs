@@ -3,6 +3,7 @@
 //! The driver loop sends `Job`s and receives `Report`s; the worker never decides anything.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,9 @@ struct Shared {
     fence: Option<Vec<String>>,
     ping: Vec<std::net::IpAddr>,
     ping_timeout: Duration,
+    /// Bumped when a `drbdadm outdate` starts and after its result is reported: the disk
+    /// watcher drops a read that overlapped one and reports the next read even if unchanged.
+    outdate_epoch: AtomicU64,
 }
 
 /// Starts the worker thread with executors built from the config.
@@ -121,6 +125,7 @@ pub fn start(cfg: &config::Config, ctx: resources::Context) -> Result<Worker, St
         fence: cfg.fencing.as_ref().map(|f| f.command.clone()),
         ping: cfg.tiebreaker.ping.clone(),
         ping_timeout: Duration::from_millis(cfg.tiebreaker.timeout_ms.max(100)),
+        outdate_epoch: AtomicU64::new(0),
     });
     let (jobs, jobs_rx) = mpsc::unbounded_channel();
     let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -212,6 +217,7 @@ async fn run(
             Job::Outdate { op } => {
                 let s = shared.clone();
                 let tx = reports.clone();
+                shared.outdate_epoch.fetch_add(1, Ordering::SeqCst);
                 let h = tokio::spawn(async move {
                     let mut result = Err("no drbd resource is configured on this node".to_string());
                     for r in &s.resources {
@@ -221,6 +227,10 @@ async fn run(
                         }
                     }
                     let _ = tx.send(Report::Outdate { op, result });
+                    // After the report: a disk read that starts from here on is queued behind
+                    // it, so the core's "Outdated" after a successful outdate is corrected by
+                    // what DRBD says if the outdate did not take (it ran on a connected disk).
+                    s.outdate_epoch.fetch_add(1, Ordering::SeqCst);
                 });
                 running.insert(op, h.abort_handle());
             }
@@ -323,6 +333,7 @@ fn spawn_background(
                 let Some(f) = s.resources[r].disk_state() else {
                     return;
                 };
+                let epoch = s.outdate_epoch.load(Ordering::SeqCst);
                 let (d, view) = match f.await {
                     Ok(rep) => (rep.disk, Some(rep)),
                     Err(e) => {
@@ -330,8 +341,14 @@ fn spawn_background(
                         (DiskState::Unknown, None)
                     }
                 };
-                if last != Some(d) {
-                    last = Some(d);
+                // The core changes its idea of the disk on an outdate's result; a read that
+                // overlapped the outdate may predate it, and an unchanged read after it must
+                // still be said once (only this watcher knows what DRBD really holds).
+                if s.outdate_epoch.load(Ordering::SeqCst) != epoch {
+                    continue;
+                }
+                if last != Some((d, epoch)) {
+                    last = Some((d, epoch));
                     if tx.send(Report::Disk(d)).is_err() {
                         return;
                     }
@@ -345,13 +362,17 @@ fn spawn_background(
             }
         });
     }
-    // The tie-breaker: any ping target answering is a pass.
+    // The tie-breaker: any ping target answering is a pass. A round in which no ping could even
+    // finish (killed at its time limit: this host is starved, e.g. by the database's crash
+    // recovery) says nothing about the network and is not reported; the core counts failed
+    // rounds in a row (`[tiebreaker] fall`) before it calls the tie-breaker lost.
     if !shared.ping.is_empty() {
         let s = shared.clone();
         let tx = reports.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1_000));
             let mut last = None;
+            let mut starved = 0u32;
             loop {
                 tick.tick().await;
                 let pings = s.ping.iter().map(|ip| {
@@ -360,15 +381,24 @@ fn spawn_background(
                         exec::argv(&["ping", "-n", "-q", "-c", "1", "-W", &wait, &ip.to_string()]);
                     let t = s.ping_timeout + Duration::from_secs(1);
                     async move {
-                        exec::output_quiet(&argv, t)
-                            .await
-                            .is_ok_and(|o| o.success())
+                        match exec::output_quiet(&argv, t).await {
+                            Ok(o) => Some(o.success()),
+                            Err(exec::ExecError::Timeout { .. }) => None,
+                            Err(_) => Some(false),
+                        }
                     }
                 });
-                let ok = futures::future::join_all(pings)
-                    .await
-                    .into_iter()
-                    .any(|x| x);
+                let answers = futures::future::join_all(pings).await;
+                let ok = answers.contains(&Some(true));
+                if !ok && answers.iter().all(Option::is_none) {
+                    starved += 1;
+                    // Single starved rounds are common on a busy host; say it from the third on.
+                    if starved == 3 || (starved > 3 && starved.is_power_of_two()) {
+                        tracing::warn!(rounds = starved, "tie-breaker: no ping finished in time (this host is starved); the round is not counted");
+                    }
+                    continue;
+                }
+                starved = 0;
                 if last != Some(ok) {
                     last = Some(ok);
                     tracing::info!(reachable = ok, "tie-breaker ping targets");

@@ -65,6 +65,9 @@ impl Default for Direction {
     }
 }
 
+/// How often the shell pings the tie-breaker targets (shell/worker.rs).
+pub const TIEBREAKER_ROUND_MS: Millis = 1_000;
+
 /// A fault or operator action at a point in virtual time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -96,6 +99,9 @@ pub enum Event {
     Command(usize, Command),
     Disk(usize, DiskState),
     TieBreaker(usize, bool),
+    /// The shell's once-a-second tie-breaker round: the node's current answer again (only
+    /// for the daemon of that boot generation).
+    TieBreakerRound(usize, u64),
     /// A monitored step's probe fails on the node.
     HealthFail(usize, usize),
     /// The next acquire of `step` on the node fails.
@@ -204,6 +210,8 @@ pub struct SimNode {
     pending: Vec<PendingOp>,
     pending_fence: Option<(OpId, Millis)>,
     pub fence_ok: bool,
+    /// How long the `[fencing]` command takes.
+    pub fence_ms: Millis,
     pub fenced_peer_at: Vec<Millis>,
     /// `drbdadm outdate` in progress: op and when it finishes (`None`: it hangs).
     pending_outdate: Option<(OpId, Option<Millis>)>,
@@ -215,6 +223,8 @@ pub struct SimNode {
     /// Answers to `outdate_peer` (DRBD's fence-peer handler) by request id.
     pub outdates: BTreeMap<u64, (Millis, OutdateOutcome)>,
     pub step_ms: Millis,
+    /// Acquire durations that differ from `step_ms`, by step index.
+    pub acquire_ms: BTreeMap<usize, Millis>,
     fail_acquire: BTreeSet<usize>,
     fail_release: BTreeSet<usize>,
     hang_acquire: BTreeSet<usize>,
@@ -281,6 +291,7 @@ impl Sim {
             pending_fence: None,
             fence_ok: true,
             fenced_peer_at: Vec::new(),
+            fence_ms: 100,
             pending_outdate: None,
             outdate_ok: true,
             outdate_hangs: false,
@@ -288,6 +299,7 @@ impl Sim {
             outdated_at: Vec::new(),
             outdates: BTreeMap::new(),
             step_ms: 50,
+            acquire_ms: BTreeMap::new(),
             fail_acquire: BTreeSet::new(),
             fail_release: BTreeSet::new(),
             hang_acquire: BTreeSet::new(),
@@ -769,6 +781,17 @@ impl Sim {
                 self.nodes[n].tiebreaker = ok;
                 self.input(n, Input::TieBreaker { ok });
             }
+            Event::TieBreakerRound(n, generation) => {
+                let s = &self.nodes[n];
+                if s.node.is_some() && s.generation == generation {
+                    let ok = s.tiebreaker;
+                    self.input(n, Input::TieBreaker { ok });
+                    self.at(
+                        self.now + TIEBREAKER_ROUND_MS,
+                        Event::TieBreakerRound(n, generation),
+                    );
+                }
+            }
             Event::HealthFail(n, step) => {
                 if self.nodes[n].world & (1 << step) != 0 {
                     self.nodes[n].world &= !(1 << step);
@@ -833,14 +856,28 @@ impl Sim {
         s.last_release_step = None;
         s.rolling_back = None;
         self.lease_clients[n] = LeaseClient::default();
-        let node = Node::new(s.params.clone(), s.persisted_term, s.world, now);
+        let node = Node::new(
+            s.params.clone(),
+            s.persisted_term,
+            s.world,
+            now,
+            s.generation,
+        );
         s.node = Some(node);
         self.drain(n);
         let (disk, tb) = (self.nodes[n].disk, self.nodes[n].tiebreaker);
         self.input(n, Input::Disk(disk));
-        match self.nodes[n].tiebreaker_first_ms {
+        let first = self.nodes[n].tiebreaker_first_ms;
+        match first {
             0 => self.input(n, Input::TieBreaker { ok: tb }),
             d => self.at(now + d, Event::TieBreaker(n, tb)),
+        }
+        if self.nodes[n].params.tiebreaker {
+            let generation = self.nodes[n].generation;
+            self.at(
+                now + first + TIEBREAKER_ROUND_MS,
+                Event::TieBreakerRound(n, generation),
+            );
         }
     }
 
@@ -969,11 +1006,12 @@ impl Sim {
                 let s = &mut self.nodes[n];
                 let hang = s.hang_acquire.remove(&step);
                 let ok = !s.fail_acquire.remove(&step);
+                let took = s.acquire_ms.get(&step).copied().unwrap_or(s.step_ms);
                 s.pending.push(PendingOp {
                     op,
                     step,
                     acquire: true,
-                    finish_at: (!hang).then_some(now + s.step_ms),
+                    finish_at: (!hang).then_some(now + took),
                     ok,
                 });
             }
@@ -1002,7 +1040,7 @@ impl Sim {
                 }
             }
             Action::FencePeer { op, .. } => {
-                self.nodes[n].pending_fence = Some((op, now + 100));
+                self.nodes[n].pending_fence = Some((op, now + self.nodes[n].fence_ms));
             }
             Action::PersistTerm(t) => self.nodes[n].persisted_term = t,
             Action::ProbeAll => {

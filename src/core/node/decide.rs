@@ -63,25 +63,31 @@ impl Node {
 
     pub(super) fn decide_active(&mut self, now: Millis) {
         let peer = self.live_beat(now);
+        // The peer took over while this node could not see it (frozen, or every link cut) and
+        // is still acquiring, past its first step: its DRBD is Primary, so whatever clients
+        // write here from now on exists on this disk only. Step down at once (VIP first)
+        // rather than when it says "active" (its database may take tens of seconds to start).
+        // While it holds nothing its promotion has not happened, and DRBD refuses it as long
+        // as this node is Primary and connected (a daemon killed and restarted by systemd):
+        // dropping the service then would hand a healthy one over for nothing. Only a
+        // strictly higher term: with an equal one the acquiring peer gives way (rule 6).
+        if let Some(b) =
+            peer.filter(|b| b.state == NodeState::Acquiring && b.term > self.term && b.held > 0)
+        {
+            let cause = format!(
+                "split brain: peer {} is taking over with term {} (ours {}); releasing",
+                self.p.peer_name, b.term, self.term
+            );
+            return self.release_after_split_brain(now, cause);
+        }
         if let Some(b) = peer.filter(|b| b.state == NodeState::Active) {
             let peer_wins = b.term > self.term || (b.term == self.term && !self.p.preferred);
             if peer_wins {
-                self.split_brains += 1;
                 let cause = format!(
                     "split brain: peer {} is active with term {} (ours {}); releasing",
                     self.p.peer_name, b.term, self.term
                 );
-                self.alert(Severity::Error, cause.clone());
-                self.end_handoff(now, Err(cause.clone()));
-                self.start_plan(
-                    now,
-                    Plan::release(self.held, 0, now),
-                    Goal::Standby {
-                        cause: "released after split brain".into(),
-                    },
-                    &cause,
-                );
-                return;
+                return self.release_after_split_brain(now, cause);
             }
             if !self.split_announced {
                 self.split_announced = true;
@@ -106,13 +112,20 @@ impl Node {
         // A daemon that just started and adopted a running service has neither heard the peer
         // nor had a tie-breaker answer yet; demoting then would drop a healthy service. Only a
         // peer silent past deadtime (or never heard once initdead is over) together with a
-        // tie-breaker that answered "unreachable" makes this node the isolated one.
+        // tie-breaker that answered "unreachable" `fall` rounds in a row makes this node the
+        // isolated one: a survivor starved by its own database's recovery was seen to miss
+        // single rounds (its ping could not finish in time), and one miss must not cost the
+        // only copy of the service.
         let alone = match self.peer_view(now) {
             PeerView::Dead => true,
             PeerView::Unknown => now >= self.boot_at + self.p.initdead_ms,
             PeerView::Alive | PeerView::Late => false,
         };
-        if alone && self.p.tiebreaker && self.tiebreaker == Some(false) {
+        if alone
+            && self.p.tiebreaker
+            && self.tiebreaker == Some(false)
+            && self.tiebreaker_fails >= self.p.tiebreaker_fall.max(1)
+        {
             let cause = format!(
                 "lost peer {} and the tie-breaker: demoting to avoid a split brain",
                 self.p.peer_name
@@ -127,6 +140,20 @@ impl Node {
                 &cause,
             );
         }
+    }
+
+    fn release_after_split_brain(&mut self, now: Millis, cause: String) {
+        self.split_brains += 1;
+        self.alert(Severity::Error, cause.clone());
+        self.end_handoff(now, Err(cause.clone()));
+        self.start_plan(
+            now,
+            Plan::release(self.held, 0, now),
+            Goal::Standby {
+                cause: "released after split brain".into(),
+            },
+            &cause,
+        );
     }
 
     pub(super) fn decide_standby(&mut self, now: Millis) {

@@ -50,7 +50,14 @@ impl Node {
         self.lease_after(now);
         let beat = self.beat();
         if now >= self.next_send || self.last_sent != Some(beat) {
-            self.queue.push_back(Action::SendHeartbeat(beat));
+            // Stamped with this call's time: the shell sends it after the call returns, so the
+            // peer receives it after `now` on any clock (the echo argument in lease.rs).
+            self.lease_sent(now, &beat);
+            self.queue.push_back(Action::SendHeartbeat(Beat {
+                stamp: Some(now),
+                echo: self.peer.echo,
+                ..beat
+            }));
             self.last_sent = Some(beat);
             self.next_send = now + self.p.keepalive_ms;
         }
@@ -180,6 +187,11 @@ impl Node {
         }
         if rx.restarted {
             self.outdate.peer_restarted();
+            // The new daemon numbers its handoffs from 1 again: forget the ids of its previous
+            // life, or its first request would be taken for a finished one and go unanswered.
+            // Beats of the old generation are replays now, so no old message can come back.
+            let peer = u32::from(self.p.peer_id);
+            self.handoff_ids_done.retain(|id| id >> 16 != peer);
             self.alert(
                 Severity::Warn,
                 format!(
@@ -190,6 +202,9 @@ impl Node {
         }
         if !fresh {
             return;
+        }
+        if let Some(e) = beat.echo {
+            self.on_echo(now, e);
         }
         // Hearing the peer ends any silence episode: a later silence needs fencing again.
         if !matches!(self.fence, Fence::Running { .. }) {
@@ -409,6 +424,7 @@ impl Node {
             Ok(()) => {
                 self.fence = Fence::Cleared;
                 self.outdate.peer_fenced = true;
+                self.outdate.fenced_generation = self.peer.generation;
                 self.alert(
                     Severity::Warn,
                     format!("fenced peer {} before taking over", self.p.peer_name),

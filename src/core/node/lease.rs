@@ -46,24 +46,49 @@
 //!   `guard` left. Besides that, the usual gates apply: the peer silent on every link for
 //!   deadtime, initdead, an UpToDate disk, fencing. (A planned handoff is coordinated by
 //!   heartbeats: the giver has released everything before the receiver starts, so it needs no
-//!   lease; the receiver asks for one as soon as it is active.)
+//!   lease; the receiver asks for one at once, see "Starts without a lease".)
 //! - **Lapse rule.** An active (or acquiring) node whose lease has `guard` or less left releases
-//!   everything, VIP first (release is the reverse of acquire), unless the peer is heard right
-//!   now (within warntime) and is not itself acquiring or active. The release therefore starts
-//!   `guard` before `valid_until` and, with the guard covering the release of the VIP and the
-//!   database, the node stops writing while its lease still holds, hence (rules 2–3) before the
-//!   witness can give the peer a lease.
-//! - **Witness down, pair healthy.** If nobody can reach the witness, nobody gets a lease: the
-//!   active node keeps the service because it hears the peer, and the standby cannot take over
-//!   because it has no lease. No failover, nobody demotes. If the heartbeats then fail as well
-//!   the active node releases as soon as the peer is late (warntime), while the peer needs
-//!   deadtime of silence *and* a lease; `twinbeat check` requires `warntime + guard` to fit in
-//!   deadtime, so for a cut that silences both directions at once the active node is out first.
-//!   What this case cannot rule out is a one-way heartbeat loss (the peer no longer hears this
-//!   node but this node still hears the peer) at the same time as this node losing the witness:
-//!   the peer may then get a lease and start acquiring; this node sees the peer acquiring and
-//!   releases at once (VIP first, while the peer's VIP is still its last step), but that is a
-//!   race won in practice, not a proof. Fencing closes it.
+//!   everything, VIP first (release is the reverse of acquire), unless the peer confirms (below)
+//!   for more than `guard` from now. The release therefore starts `guard` before `valid_until`
+//!   and, with the guard covering the release of the VIP and the database, the node stops
+//!   writing while its lease still holds, hence (rules 2–3) before the witness can give the peer
+//!   a lease.
+//! - **Peer confirmation** (the witness down or out of reach, the pair healthy). Every beat
+//!   carries its sender's clock (`stamp`) and echoes the stamp of the newest beat received from
+//!   the peer, with the peer's boot generation. Say this node (X) sent a beat stamped `s`, and
+//!   every beat X sent since then, up to now, said it claims the service (acquiring, active or
+//!   releasing, or holding a step). If the peer (Y) echoes `s`:
+//!
+//!   1. Y received that beat after X's clock read `s` (the shell sends a beat after the core
+//!      stamped it), so Y's last-heard time is at or after that instant.
+//!   2. Y starts the service on its own only (a) after `deadtime` without any beat from X, or
+//!      `initdead` after its own start when it has not heard X since; or (b) when X's newest
+//!      beat says X stands by holding nothing. (b) is out: every beat of X that Y can hold as
+//!      newest from then on claims the service. A handoff needs X to release first.
+//!   3. So Y cannot start before `D = min(deadtime, initdead)` of its own clock after the
+//!      instant X's clock read `s`; if Y's clock runs at most (1 + ρ) times as fast as X's,
+//!      that is at least `D·(1 − ρ)` of X's clock: X holds `peer_until = s + D·(1 − ρ)`.
+//!   4. X keeps the service while `peer_until` is more than `guard` away and Y's newest beat
+//!      says it is neither acquiring, active nor holding anything; it releases (VIP first)
+//!      `guard` before `peer_until` otherwise, as with a lease.
+//!
+//!   No delay is assumed: the bound is measured from X's own stamp, like `t_s` for a lease.
+//!   Hearing Y proves nothing about Y hearing X (loss can be one-way, by chance or not): only
+//!   Y's echo does. An echo of a previous run of X (another generation) counts for nothing.
+//!   In a healthy pair Y echoes every beat within about one keepalive, so X keeps the service
+//!   indefinitely while the witness is down; `twinbeat check` requires
+//!   `warntime + guard < deadtime·(1 − ρ)`, which leaves at least `warntime` for an echo to
+//!   come back before X gives up.
+//! - **Starts without a lease.** No acquire step starts without a usable lease or the peer's
+//!   confirmation. A takeover by the usual rules needs the lease anyway; a planned handoff or an
+//!   operator's takeover (which need none) says "acquiring" first and waits, holding nothing,
+//!   for either, at most `deadtime`, then gives up. A daemon that just started and adopted the
+//!   running service gets `warntime` to hear the witness or the peer's first echo.
+//! - **Witness down, pair healthy.** Nobody gets a lease: the active node keeps the service on
+//!   the peer's confirmation, and the standby cannot take over because it has no lease. No
+//!   failover, nobody demotes. If the heartbeats then fail (in either direction, or both) the
+//!   echoes stop and the active node releases within `deadtime·(1 − ρ)` of the last beat the
+//!   peer echoed, less `guard`, before the peer can declare it dead.
 //! - **Wanting.** A node wants a lease while it holds or acquires the service, and while it is a
 //!   standby that would take over but for the lease. When it stops wanting one it forgets the
 //!   lease at once (a late grant is ignored) and the shell tells the witness to release it, so a
@@ -79,8 +104,13 @@ pub(super) struct LeaseState {
     pub wanted: bool,
     pub last_grant: Option<Millis>,
     pub grants: u64,
-    /// Edge-triggered alerts: the lease ran out while the service stayed (peer heard).
+    /// Edge-triggered alerts: the lease ran out while the service stayed (peer confirmed).
     pub lapse_reported: bool,
+    /// The newest stamp of this run's beats that the peer echoed: it heard this node then.
+    pub echoed: Option<Millis>,
+    /// The stamp of the newest beat this node sent that did not claim the service (neither
+    /// acquiring, active nor releasing, and holding nothing).
+    pub unclaimed_sent: Option<Millis>,
 }
 
 impl Node {
@@ -142,13 +172,77 @@ impl Node {
         })
     }
 
-    /// Heard within warntime and not itself taking or holding the service: the peer, not the
-    /// witness, vouches that the service runs only here.
-    fn peer_heard_and_quiet(&self, now: Millis) -> bool {
-        self.peer_view(now) == PeerView::Alive
-            && self.peer.beat.is_some_and(|b| {
-                !matches!(b.state, NodeState::Acquiring | NodeState::Active) && b.held == 0
-            })
+    /// A beat this node sends; `now` is its stamp.
+    pub(super) fn lease_sent(&mut self, now: Millis, beat: &Beat) {
+        if !(beat.state.may_hold_service() || beat.held != 0) {
+            self.lease.unclaimed_sent = Some(now);
+        }
+    }
+
+    /// The peer's beat echoes one of ours: it heard us at or after that stamp. An echo of a
+    /// previous run of this daemon (another generation) says nothing about this one.
+    pub(super) fn on_echo(&mut self, now: Millis, e: Echo) {
+        if e.generation != self.generation || e.stamp > now {
+            return;
+        }
+        self.lease.echoed = Some(self.lease.echoed.map_or(e.stamp, |s| s.max(e.stamp)));
+    }
+
+    /// Until when (this node's clock) the peer provably cannot have started the service, on
+    /// the evidence of its echo (module doc, "peer confirmation"): the echoed beat claimed the
+    /// service, as has every beat since, and the peer received it after its stamp, so it
+    /// needs `min(deadtime, initdead)` of its own clock without a beat from us before it may
+    /// take over; measured here, that is at least that long less the drift bound.
+    fn peer_until(&self) -> Option<Millis> {
+        let lp = self.p.lease.as_ref()?;
+        let s = self.lease.echoed?;
+        if self.lease.unclaimed_sent.is_some_and(|u| s <= u) {
+            return None;
+        }
+        let d = self.p.deadtime_ms.min(self.p.initdead_ms);
+        let ppm = u64::from(lp.max_drift_ppm.min(1_000_000));
+        Some(s + d - (d * ppm).div_ceil(1_000_000))
+    }
+
+    /// The peer's newest beat says it neither takes nor holds the service.
+    fn peer_quiet(&self) -> bool {
+        self.peer.beat.is_some_and(|b| {
+            !matches!(b.state, NodeState::Acquiring | NodeState::Active) && b.held == 0
+        })
+    }
+
+    /// The peer, not the witness, vouches that the service runs only here, for more than
+    /// `guard` from now: it stands by, and its echo bounds when it could take over.
+    fn peer_confirms(&self, now: Millis) -> bool {
+        let Some(lp) = &self.p.lease else {
+            return false;
+        };
+        self.peer_quiet() && self.peer_until().is_some_and(|u| now + lp.guard_ms < u)
+    }
+
+    /// May this node run (or start) an acquire step now: a usable lease, or the peer's
+    /// confirmation. Always true without a witness.
+    pub(super) fn entitled(&self, now: Millis) -> bool {
+        self.p.lease.is_none() || self.lease_usable(now) || self.peer_confirms(now)
+    }
+
+    /// A takeover that needs no lease (a handoff, an operator's takeover) announces itself
+    /// as acquiring and waits with nothing held for the lease or the peer's confirmation,
+    /// at most a deadtime.
+    fn waiting_to_acquire(&self, now: Millis) -> Option<Millis> {
+        match &self.phase {
+            Phase::Running {
+                plan,
+                goal: Goal::Active { .. },
+            } if self.held == 0
+                && plan.running.is_none()
+                && plan.aborted.is_none()
+                && plan.failure.is_none() =>
+            {
+                Some(plan.started_at + self.p.deadtime_ms).filter(|&end| now < end)
+            }
+            _ => None,
+        }
     }
 
     /// The lapse rule (module doc): Some(cause) when the service must go now.
@@ -158,22 +252,26 @@ impl Node {
             return None;
         }
         let peer = self.p.peer_name.clone();
-        if self.peer_heard_and_quiet(now) {
+        if self.peer_confirms(now) {
             // Only a lease that existed can run out; right after a planned handoff there was none.
             if self.lease.valid_until.is_some() && !self.lease.lapse_reported {
                 self.lease.lapse_reported = true;
                 self.alert(
                     Severity::Error,
                     format!(
-                        "the witness lease ran out; keeping the service because peer {peer} is heard and standing by"
+                        "the witness lease ran out; keeping the service because peer {peer} stands by and confirms it hears this node"
                     ),
                 );
             }
             return None;
         }
+        let unknown_or_quiet = self.peer.beat.is_none() || self.peer_quiet();
         // A daemon that just started (and adopted a running service) gets one warntime for the
-        // peer's first beat and the witness's first grant before it counts as cut off.
-        if self.peer_view(now) == PeerView::Unknown && now < self.boot_at + self.p.warntime_ms {
+        // peer's first echo and the witness's first grant before it counts as cut off.
+        if now < self.boot_at + self.p.warntime_ms && unknown_or_quiet {
+            return None;
+        }
+        if self.waiting_to_acquire(now).is_some() && unknown_or_quiet {
             return None;
         }
         let left = match self.lease.valid_until {
@@ -181,7 +279,7 @@ impl Node {
             _ => "none held".to_string(),
         };
         Some(format!(
-            "the witness lease is running out ({left}) and peer {peer} is not heard standing by: releasing before the witness can grant it to {peer}"
+            "the witness lease is running out ({left}) and peer {peer} does not confirm that it hears this node and stands by: releasing before the witness can grant it to {peer}"
         ))
     }
 
@@ -237,6 +335,10 @@ impl Node {
             t.push(v.saturating_sub(lp.guard_ms));
             t.push(v);
         }
+        if let Some(u) = self.peer_until() {
+            t.push(u.saturating_sub(lp.guard_ms));
+        }
+        t.extend(self.waiting_to_acquire(self.now));
         t
     }
 

@@ -13,7 +13,9 @@ use super::liveness::{PeerTracker, PeerView};
 use super::params::CoreParams;
 use super::plan::{all_steps, Plan, StepDirection, StepOp};
 use super::status::{LeaseStatus, LinkStatus, PeerStatus, ResourceStatus, Status, Transition};
-use super::types::{Beat, DiskState, HandoffKind, HandoffMsg, Millis, NodeState, RefuseReason};
+use super::types::{
+    Beat, DiskState, Echo, HandoffKind, HandoffMsg, Millis, NodeState, RefuseReason,
+};
 
 const TRANSITIONS_KEPT: usize = 32;
 const HANDOFF_IDS_KEPT: usize = 8;
@@ -84,6 +86,9 @@ enum Verdict {
 
 pub struct Node {
     p: CoreParams,
+    /// This daemon's boot generation (the shell's, persisted and incremented on every start):
+    /// an echo names it, so an echo of a previous run's beat is never taken for this run's.
+    generation: u64,
     n_steps: usize,
     boot_at: Millis,
     now: Millis,
@@ -95,6 +100,8 @@ pub struct Node {
     held: u32,
     disk: DiskState,
     tiebreaker: Option<bool>,
+    /// Failed tie-breaker rounds since the last success.
+    tiebreaker_fails: u32,
     lease: lease::LeaseState,
     peer: PeerTracker,
     peer_was_late: bool,
@@ -123,8 +130,15 @@ pub struct Node {
 impl Node {
     /// `held_at_start` is the shell's probe of the resources before the daemon acts: all held
     /// means a restarted daemon adopts the running service; some held is a leftover that is
-    /// released before anything is decided.
-    pub fn new(p: CoreParams, persisted_term: u64, held_at_start: u32, now: Millis) -> Node {
+    /// released before anything is decided. `generation` is this run's boot generation, the
+    /// one the shell puts in the header of every heartbeat it sends.
+    pub fn new(
+        p: CoreParams,
+        persisted_term: u64,
+        held_at_start: u32,
+        now: Millis,
+        generation: u64,
+    ) -> Node {
         let n_steps = p.steps.len().min(super::types::MAX_STEPS);
         let all = all_steps(n_steps);
         let links = p.links.len();
@@ -135,6 +149,7 @@ impl Node {
         };
         let held = held_at_start & all;
         let mut node = Node {
+            generation,
             n_steps,
             boot_at: now,
             now,
@@ -146,6 +161,7 @@ impl Node {
             held,
             disk,
             tiebreaker: None,
+            tiebreaker_fails: 0,
             lease: lease::LeaseState::default(),
             peer: PeerTracker::new(links),
             peer_was_late: false,
@@ -246,7 +262,14 @@ impl Node {
                     self.disk = d;
                 }
             }
-            Input::TieBreaker { ok } => self.tiebreaker = Some(ok),
+            Input::TieBreaker { ok } => {
+                self.tiebreaker = Some(ok);
+                self.tiebreaker_fails = if ok {
+                    0
+                } else {
+                    self.tiebreaker_fails.saturating_add(1)
+                };
+            }
             Input::LeaseGranted { sent_at, lease_ms } => {
                 self.on_lease_granted(now, sent_at, lease_ms)
             }
@@ -333,7 +356,8 @@ impl Node {
         self.held
     }
 
-    /// The beat this node sends now.
+    /// What this node says about itself now: the beat it sends, less the stamp and the echo
+    /// (which change with every beat and are filled in as it goes out).
     pub fn beat(&self) -> Beat {
         let handoff = self
             .handoff
@@ -347,6 +371,8 @@ impl Node {
             disk: self.disk,
             handoff,
             outdate: self.outdate.message(),
+            stamp: None,
+            echo: None,
         }
     }
 
@@ -377,6 +403,7 @@ impl Node {
             blockers,
             disk: self.disk,
             tiebreaker: if p.tiebreaker { self.tiebreaker } else { None },
+            tiebreaker_fails: self.tiebreaker_fails,
             lease: self.lease_status(now),
             maintenance: matches!(self.phase, Phase::Maintenance),
             peer: PeerStatus {

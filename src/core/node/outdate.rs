@@ -50,6 +50,14 @@ pub(super) struct Outdate {
     answered: VecDeque<(u32, OutdateKind)>,
     /// The `[fencing]` command succeeded and the peer has been silent since.
     pub(super) peer_fenced: bool,
+    /// The open request waits because this node may be the isolated one (said once).
+    doubt_reported: bool,
+    /// The peer's request this node holds back while it fences that peer (said once).
+    deferred: Option<u32>,
+    /// The boot generation of the peer this node's `[fencing]` command switched off: its
+    /// requests are moot (they were in flight), and answering one would only let a fence that
+    /// missed its target tell a Primary to write on.
+    pub(super) fenced_generation: Option<u64>,
 }
 
 impl Outdate {
@@ -63,6 +71,9 @@ impl Outdate {
             serving: None,
             answered: VecDeque::new(),
             peer_fenced: false,
+            doubt_reported: false,
+            deferred: None,
+            fenced_generation: None,
         }
     }
 
@@ -171,6 +182,7 @@ impl Node {
         let Some(a) = self.outdate.asking.take() else {
             return;
         };
+        self.outdate.doubt_reported = false;
         let severity = match verdict {
             OutdateVerdict::PeerOutdated | OutdateVerdict::PeerInconsistent => Severity::Warn,
             _ => Severity::Error,
@@ -208,6 +220,22 @@ impl Node {
             Some(t) => format!("silent on every link for {} ms", now.saturating_sub(t)),
             None => "not heard since this node started".to_string(),
         };
+        // The request waits (until the gate opens, or the deadline answers "failed"): the
+        // isolated side of a partition must neither power the healthy peer off nor tell its
+        // DRBD to go on writing alone.
+        if let Some(why) = self.isolation_doubt(now) {
+            if !self.outdate.doubt_reported {
+                self.outdate.doubt_reported = true;
+                self.alert(
+                    Severity::Warn,
+                    format!(
+                        "peer {peer} is {silent}, but {why}: this node may be the isolated one; \
+                         not fencing the peer nor reporting it gone while that lasts"
+                    ),
+                );
+            }
+            return;
+        }
         let Some(f) = self.p.fencing.clone() else {
             return self.complete_asking(
                 OutdateVerdict::PeerUnreachable,
@@ -223,6 +251,19 @@ impl Node {
                 format!("peer {peer} is {silent} and the [fencing] command failed"),
             ),
         }
+    }
+
+    /// Why this node must not act on the peer's silence (fence it, or answer DRBD that it is
+    /// gone), if it must not: a tie-breaker that does not answer now, or no usable witness
+    /// lease, means this node may be the isolated one, and the same gates hold a takeover.
+    fn isolation_doubt(&self, now: Millis) -> Option<&'static str> {
+        if self.p.tiebreaker && self.tiebreaker != Some(true) {
+            return Some("the tie-breaker does not answer");
+        }
+        if self.p.lease.is_some() && !self.lease_usable(now) {
+            return Some("this node holds no usable witness lease");
+        }
+        None
     }
 
     /// An outdate message in a fresh beat from the peer.
@@ -263,6 +304,33 @@ impl Node {
             Some(Serving::Running { .. }) => return,
             _ => {}
         }
+        // This node is fencing the peer in order to take over: outdating its own disk now
+        // would leave the only copies on a disk it is about to switch off (QEMU campaign seed 2
+        // run 4: the active node, cut off for 2.8 s, asked after the cut healed; the standby
+        // outdated itself, then powered the asker off, and nobody could run the service).
+        // Refusing would be worse: DRBD's exit 6 lets the asker, a Primary, resume writing
+        // until it is switched off. No answer keeps its I/O frozen; the request repeats and
+        // is served once the fence is over (moot if the asker is off by then).
+        let fenced = self.outdate.fenced_generation.is_some()
+            && self.outdate.fenced_generation == self.peer.generation;
+        if fenced || matches!(self.fence, Fence::Running { .. }) {
+            if self.outdate.deferred != Some(id) {
+                self.outdate.deferred = Some(id);
+                let peer = self.p.peer_name.clone();
+                self.alert(
+                    Severity::Warn,
+                    format!(
+                        "peer {peer} asks this node to outdate its disk (request {id}): {}",
+                        if fenced {
+                            "not answered: this node's fence switched that run of the peer off"
+                        } else {
+                            "held back while this node fences the peer to take over"
+                        }
+                    ),
+                );
+            }
+            return;
+        }
         if let Some(&(_, kind)) = self.outdate.answered.iter().find(|(i, _)| *i == id) {
             self.outdate.serving = Some(Serving::Answer {
                 id,
@@ -289,11 +357,12 @@ impl Node {
                 "not done: this node has no drbd resource configured".to_string(),
             ))
         } else {
+            // An Outdated disk is outdated again all the same: this node's idea of its disk
+            // may be stale (in the QEMU lab a late request from a cut that had healed
+            // ran on a connected disk: exit 0, yet DRBD still said UpToDate), and answering
+            // "Outdated already" from it would let the peer write alone on a disk this node
+            // could later promote. `drbdadm outdate` of an Outdated disk is a quick no-op.
             match self.disk {
-                DiskState::Outdated => Some((
-                    OutdateKind::Done,
-                    "the local disk is Outdated already".to_string(),
-                )),
                 DiskState::Inconsistent | DiskState::Diskless | DiskState::Failed => Some((
                     OutdateKind::Inconsistent,
                     format!("the local disk is {:?}; nothing to outdate", self.disk),
@@ -412,10 +481,20 @@ impl Node {
             let peer = self.p.peer_name.clone();
             // A peer that is heard but does not answer was not "unreachable": exit 5 would let
             // DRBD assume its disk is out of date when nobody outdated it.
+            let doubt = (!matches!(self.peer_view(now), PeerView::Alive | PeerView::Late))
+                .then(|| self.isolation_doubt(now))
+                .flatten();
             let (verdict, message) = if matches!(self.fence, Fence::Running { .. }) {
                 (
                     OutdateVerdict::PeerUnreachable,
                     format!("peer {peer} is silent on every link; the [fencing] command did not finish in time"),
+                )
+            } else if let Some(why) = doubt {
+                (
+                    OutdateVerdict::Failed,
+                    format!(
+                        "peer {peer} is silent on every link, but {why}: this node may be the isolated one, so it neither fenced the peer nor reported it gone"
+                    ),
                 )
             } else {
                 (

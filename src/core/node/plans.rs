@@ -33,10 +33,21 @@ impl Node {
     pub(super) fn pump(&mut self, now: Millis) {
         loop {
             let before = self.state();
+            // With a witness, no acquire step starts without the lease or the peer's
+            // confirmation (lease.rs); the plan waits, saying it is acquiring.
+            let entitled = self.entitled(now);
             let Phase::Running { plan, .. } = &mut self.phase else {
                 return;
             };
             if plan.running.is_some() {
+                return;
+            }
+            if !entitled
+                && plan
+                    .ops
+                    .front()
+                    .is_some_and(|o| o.dir == StepDirection::Acquire)
+            {
                 return;
             }
             let Some(next) = plan.ops.pop_front() else {

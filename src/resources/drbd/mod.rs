@@ -71,6 +71,11 @@ pub struct Timing {
     /// system being unmounted or a udev probe, may need a moment to close it).
     pub demote_attempts: u32,
     pub demote_retry_interval: Duration,
+    /// `drbdadm outdate` is checked by reading the disk state back, and run again while DRBD
+    /// still reports another state, this often and for at most this long (QEMU lab: an
+    /// outdate just after the connection broke exited 0 and left the disk UpToDate).
+    pub outdate_retry_interval: Duration,
+    pub outdate_retry_window: Duration,
 }
 
 impl Default for Timing {
@@ -81,6 +86,8 @@ impl Default for Timing {
             promote_retry_window: Duration::from_secs(10),
             demote_attempts: 3,
             demote_retry_interval: Duration::from_millis(500),
+            outdate_retry_interval: Duration::from_millis(250),
+            outdate_retry_window: Duration::from_secs(5),
         }
     }
 }
@@ -174,6 +181,14 @@ impl Drbd {
         self.timing
             .promote_retry_window
             .min(self.start_timeout.mul_f64(0.75))
+    }
+
+    /// The retry window for an outdate DRBD has not taken yet, within the stop timeout that
+    /// each `drbdadm outdate` runs under.
+    fn outdate_window(&self) -> Duration {
+        self.timing
+            .outdate_retry_window
+            .min(self.stop_timeout.mul_f64(0.75))
     }
 
     async fn promote(&self) -> StepResult {
@@ -315,24 +330,47 @@ impl Drbd {
     }
 
     /// Marks the local disk Outdated (DRBD refuses it on a Primary, which the core never asks).
+    /// Succeeds only once DRBD reports the disk Outdated: the peer's fence-peer handler turns
+    /// this into "exit 4, the peer is outdated", on which DRBD lets the peer write alone, so an
+    /// exit code without the state behind it would be a lie that costs writes.
     async fn outdate_local(&self) -> StepResult {
         let res = &self.res;
         let argv = self.argv(&["drbdadm", "outdate"]);
         tracing::warn!(resource = %res, "outdating the local drbd disk at the peer's request");
-        let o = self
-            .runner
-            .output(&argv, self.stop_timeout)
-            .await
-            .map_err(|e| command_error("outdate", res, e))?;
-        if o.success() {
-            tracing::warn!(resource = %res, "drbd disk is Outdated: this node cannot be promoted until it resyncs");
-            return Ok(());
+        let deadline = Instant::now() + self.outdate_window();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let o = self
+                .runner
+                .output(&argv, self.stop_timeout)
+                .await
+                .map_err(|e| command_error("outdate", res, e))?;
+            if !o.success() {
+                return Err(StepError::Failed(format!(
+                    "cannot outdate drbd resource {res}: {}; check `drbdadm status {res}` (DRBD \
+                     refuses to outdate a Primary or a connected disk)",
+                    exec::failed(&argv, o)
+                )));
+            }
+            let st = self.state().await?;
+            if st.disk == DiskState::Outdated {
+                tracing::warn!(resource = %res, attempts, "drbd disk is Outdated: this node cannot be promoted until it resyncs");
+                return Ok(());
+            }
+            let conn = st.connection.as_deref().unwrap_or("none");
+            if Instant::now() + self.timing.outdate_retry_interval > deadline {
+                return Err(StepError::Failed(format!(
+                    "`{}` exited 0 {attempts} times, but DRBD still reports the disk {:?} \
+                     (connection {conn}); the peer is not told that this disk is outdated. \
+                     Check `drbdadm status {res}` and the kernel log (`dmesg | grep drbd`)",
+                    exec::show(&argv),
+                    st.disk
+                )));
+            }
+            tracing::warn!(resource = %res, attempts, disk = ?st.disk, connection = conn, "drbdadm outdate exited 0 but the disk is not Outdated; trying again");
+            tokio::time::sleep(self.timing.outdate_retry_interval).await;
         }
-        Err(StepError::Failed(format!(
-            "cannot outdate drbd resource {res}: {}; check `drbdadm status {res}` (DRBD refuses \
-             to outdate a Primary or a connected disk)",
-            exec::failed(&argv, o)
-        )))
     }
 }
 
