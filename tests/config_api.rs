@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use twinbeat::config::{check_source, Config, ConfigError, ResourceKind};
 
 fn temp_key(name: &str, text: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("twinbeat-api-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "twinbeat-api-{name}-{}-{}",
+        std::process::id(),
+        next_dir_id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authkey");
     std::fs::write(&path, text).unwrap();
@@ -263,4 +266,37 @@ fn drill_replicas_parse_with_default_port_and_refuse_junk() {
     ] {
         assert!(e.contains(want), "want {want:?} in:\n{e}");
     }
+}
+
+#[test]
+fn tiebreaker_fall_default_range_and_needs_ping() {
+    let text = example("fall");
+    let c = Config::from_source(&text, Path::new("t.toml"), Some("db-a")).unwrap();
+    assert_eq!(c.tiebreaker.fall, 3);
+    assert_eq!(c.core_params().tiebreaker_fall, 3);
+    let with = |fall: &str| text.replace("\nfall = 3\n", &format!("\nfall = {fall}\n"));
+    let c = Config::from_source(&with("5"), Path::new("t.toml"), Some("db-a")).unwrap();
+    assert_eq!(c.core_params().tiebreaker_fall, 5);
+    for bad in ["0", "11"] {
+        let errs = errors(&with(bad));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("tiebreaker.fall") && e.contains("out of range")),
+            "{bad}: {errs:?}"
+        );
+    }
+    let no_ping = errors("[tiebreaker]\nfall = 2\n");
+    assert!(
+        no_ping
+            .iter()
+            .any(|e| e.contains("tiebreaker.fall") && e.contains("no ping targets")),
+        "{no_ping:?}"
+    );
+}
+
+/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
+/// reads a file another is rewriting.
+fn next_dir_id() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -9,8 +9,11 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A fresh directory per test; no tempfile crate needed for this.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("twinbeat-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "twinbeat-{name}-{}-{}",
+        std::process::id(),
+        next_dir_id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -181,6 +184,7 @@ fn example_variant(dir: &Path, unguarded: bool) -> PathBuf {
         let text = std::fs::read_to_string(&path).unwrap();
         let text = text
             .replace("ping = [\"198.51.100.1\", \"203.0.113.1\"]", "")
+            .replace("\nfall = 3\n", "\n")
             .replace(
                 "command = [\"/usr/local/sbin/twinbeat-fence\", \"--peer\", \"db-b-ipmi\"]\nrequired = true\ntimeout-ms = 30000\nretry-ms = 5000\n",
                 "",
@@ -378,4 +382,11 @@ fn drbd_warnings_do_not_hide_errors() {
     let (code, _, stderr) = check_with_drbd(&path, true, Some("lab-r0.res"));
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("not valid"), "{stderr}");
+}
+
+/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
+/// reads a file another is rewriting.
+fn next_dir_id() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -194,6 +194,8 @@ fn forged_truncated_and_replayed_datagrams_are_rejected_and_counted() {
             disk: twinbeat::core::DiskState::NotReplicated,
             handoff: None,
             outdate: None,
+            stamp: None,
+            echo: None,
         };
         let mut forged = Sender::new(bad, 1, 7, 2, 5).expect("sender");
         let mut real = Sender::new(good.clone(), 1, 7, 2, 5).expect("sender");

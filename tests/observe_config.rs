@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use twinbeat::config::{check_source, Config, ResourceKind, DEFAULT_MAX_CONNECTIONS};
 
 fn temp_key(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("twinbeat-obs-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "twinbeat-obs-{name}-{}-{}",
+        std::process::id(),
+        next_dir_id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authkey");
     std::fs::write(&path, "1 0123456789abcdef0123456789abcdef\n").unwrap();
@@ -141,4 +144,11 @@ fn garp_refresh_defaults_off_and_refuses_floods() {
         errs.iter().any(|e| e.contains("garp-refresh-ms")),
         "{errs:#?}"
     );
+}
+
+/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
+/// reads a file another is rewriting.
+fn next_dir_id() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

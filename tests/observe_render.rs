@@ -13,8 +13,12 @@ use twinbeat::shell::observe::render::{render, Extra};
 use twinbeat::shell::observe::Recorder;
 
 fn config() -> Config {
+    // One folder per call: the tests run in parallel threads of one process, and a key file
+    // rewritten by one while another reads it was read empty.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir: PathBuf = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("twinbeat-render-{}", std::process::id()));
+        .join(format!("twinbeat-render-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("authkey");
     std::fs::write(&key, "1 0123456789abcdef0123456789abcdef\n").unwrap();
@@ -57,7 +61,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[test]
 fn a_standby_snapshot_renders_one_hot_state_and_rejections_by_class() {
     let cfg = config();
-    let node = Node::new(cfg.core_params(), 7, 0, 0);
+    let node = Node::new(cfg.core_params(), 7, 0, 0, 1);
     let st = snapshot(&node, 100);
     let out = render(&st, &Recorder::default(), Extra::default());
     assert_eq!(sample(&out, "twinbeat_term"), Some(7.0), "{out}");
@@ -157,7 +161,7 @@ fn recorded_plans_steps_and_drills_show_up() {
         }),
     });
     let cfg = config();
-    let node = Node::new(cfg.core_params(), 2, 0, 0);
+    let node = Node::new(cfg.core_params(), 2, 0, 0, 1);
     let out = render(
         &snapshot(&node, 0),
         &rec,
@@ -243,7 +247,7 @@ fn request_heads_parse_or_are_refused() {
 #[test]
 fn status_shows_drbd_replication_and_flags_a_disconnected_peer() {
     let cfg = config();
-    let node = Node::new(cfg.core_params(), 7, 0, 0);
+    let node = Node::new(cfg.core_params(), 7, 0, 0, 1);
     let mut st = snapshot(&node, 100);
     assert!(!twinbeat::cli::status::render(&st).contains("  drbd       "));
     let mut rep = twinbeat::resources::DiskReport {

@@ -93,17 +93,14 @@ fn state(lab: &Lab, who: &str) -> Option<NodeState> {
     lab.status(who).map(|s| s.core.state)
 }
 
-fn lease_holder(lab: &Lab, who: &str) -> Option<u16> {
-    lab.status(who)?.witness?.holder
-}
-
-#[test]
-fn the_witness_lease_decides_who_is_active_and_rejects_forged_and_replayed_requests() {
+/// Both daemons started with the witness as tie-breaker (lease-guard 300 ms), and the witness;
+/// None (test skipped) without root.
+fn witness_pair(name: &str) -> Option<(Lab, Witness)> {
     if !netns::is_root() {
         eprintln!("skipped: needs root for network namespaces");
-        return;
+        return None;
     }
-    let mut lab = Lab::new("w");
+    let mut lab = Lab::new(name);
     lab.write_configs(&format!(
         "[tiebreaker]\nwitness = \"{}:{WITNESS_PORT}\"\nlease-ms = {LEASE_MS}\nlease-guard-ms = 300\n",
         LAN[2]
@@ -111,6 +108,18 @@ fn the_witness_lease_decides_who_is_active_and_rejects_forged_and_replayed_reque
     let witness = Witness::start(&lab);
     lab.start("a");
     lab.start("b");
+    Some((lab, witness))
+}
+
+fn lease_holder(lab: &Lab, who: &str) -> Option<u16> {
+    lab.status(who)?.witness?.holder
+}
+
+#[test]
+fn the_witness_lease_decides_who_is_active_and_rejects_forged_and_replayed_requests() {
+    let Some((lab, witness)) = witness_pair("w") else {
+        return;
+    };
     let dump = |lab: &Lab, w: &Witness| {
         format!(
             "--- a ---\n{}\n--- b ---\n{}\n--- witness ---\n{}",
@@ -263,5 +272,76 @@ fn the_witness_lease_decides_who_is_active_and_rejects_forged_and_replayed_reque
         lease_holder(l, "b") == Some(2)
     });
     assert!(witness.text().contains("lease holder changed"));
+    drop(witness);
+}
+
+/// The witness stops answering while the pair is healthy: the active node's lease runs out, and
+/// it keeps the service only because b echoes its beats' stamps (wire version 2): an echo bounds
+/// when b could take over. Without echoes on the wire it would release as its lease ran out.
+#[test]
+fn with_the_witness_silent_a_healthy_pair_keeps_the_service_on_the_peers_echoes() {
+    let Some((lab, witness)) = witness_pair("e") else {
+        return;
+    };
+    lab.wait_for("a active holding the lease", Duration::from_secs(20), |l| {
+        state(l, "a") == Some(NodeState::Active)
+            && state(l, "b") == Some(NodeState::Standby)
+            && lease_holder(l, "a") == Some(1)
+    });
+
+    // Frozen, not killed: it neither answers nor releases anything.
+    witness.signal(libc::SIGSTOP);
+    lab.wait_for(
+        "a's lease runs out and a keeps the service on b's echoes",
+        Duration::from_secs(2 * LEASE_MS / 1_000 + 5),
+        |l| {
+            l.log("a")
+                .contains("keeping the service because peer tb-b stands by and confirms")
+        },
+    );
+    let st = lab.status("a").expect("status a");
+    // The lapse rule acts `lease-guard-ms` before the lease ends.
+    assert!(
+        st.core
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.valid_for_ms.unwrap_or(0) <= 300),
+        "a's lease should be within its guard: {:?}",
+        st.core.lease
+    );
+    // Two more lease periods without a witness: a stays active with the VIP at every look.
+    let end = Instant::now() + Duration::from_millis(2 * LEASE_MS);
+    let mut looks = 0;
+    while Instant::now() < end {
+        assert_eq!(
+            state(&lab, "a"),
+            Some(NodeState::Active),
+            "{}",
+            lab.log("a")
+        );
+        assert_eq!(
+            state(&lab, "b"),
+            Some(NodeState::Standby),
+            "{}",
+            lab.log("b")
+        );
+        assert!(lab.has_vip("a") && !lab.has_vip("b"));
+        looks += 1;
+    }
+    assert!(looks > 10, "too few looks ({looks}) to say anything");
+    assert!(
+        !lab.log("a").contains("witness lease is running out"),
+        "{}",
+        lab.log("a")
+    );
+
+    // The witness answers again: a gets the lease back.
+    witness.signal(libc::SIGCONT);
+    lab.wait_for("a holds the lease again", Duration::from_secs(10), |l| {
+        l.status("a")
+            .and_then(|s| s.core.lease)
+            .is_some_and(|l| l.valid_for_ms.is_some_and(|v| v > 0))
+    });
+    assert_eq!(state(&lab, "a"), Some(NodeState::Active));
     drop(witness);
 }

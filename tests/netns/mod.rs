@@ -298,7 +298,8 @@ control-socket = "{dir}/control-{who}.sock"
         }
     }
 
-    /// Polls `cond` every 50 ms until it holds; panics with `what` and both logs otherwise.
+    /// Polls `cond` every 50 ms until it holds; panics with `what` otherwise (and the lab's
+    /// drop prints both logs).
     pub fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Lab) -> bool) -> Duration {
         let start = Instant::now();
         while start.elapsed() < limit {
@@ -307,11 +308,7 @@ control-socket = "{dir}/control-{who}.sock"
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "timed out after {limit:?} waiting for: {what}\n--- daemon a ---\n{}\n--- daemon b ---\n{}",
-            self.log("a"),
-            self.log("b")
-        );
+        panic!("timed out after {limit:?} waiting for: {what} (the daemons' logs follow)");
     }
 
     /// Runs a command inside a namespace (network only).
@@ -391,6 +388,13 @@ impl Drop for Lab {
         for c in self.daemons.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A failed assertion elsewhere than wait_for would otherwise lose the daemons' own
+        // account of what happened with the lab's folder.
+        if std::thread::panicking() {
+            for who in ["a", "b"] {
+                eprintln!("---- daemon {who} log ----\n{}", self.log(who));
+            }
         }
         for n in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", n]).status();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{now_ms, run_ok, wait_until, Lab, Node, RUN, VIP};
+use crate::lab::{now_ms, pid_from, run_ok, wait_until, Lab, Node, RUN, VIP, WITNESS};
 
 /// EXT4_IOC_SHUTDOWN = _IOR('X', 125, __u32), the same number as XFS_IOC_GOINGDOWN.
 const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
@@ -93,13 +93,16 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
         let mnt = format!("--mount={RUN}/mnt-ns");
         // The dead mariadbd's in-flight asynchronous I/O lets go of its files a moment after
         // the process is gone, so the unmount may be refused as busy for a little while.
+        // With the lab's fence agent armed, the peer may power this node off at the same time
+        // (the campaign's power cut of a node the peer is fencing): whoever comes second finds
+        // the mount, the disk or the VIP already gone, which is what it wanted.
         let mut last = None;
         wait_until(
             Duration::from_secs(10),
             "the power-cut node's mount to let go",
             || {
                 last = run_ok(&["nsenter", &mnt, "umount", &data], 30).err();
-                last.is_none()
+                last.is_none() || mount_source(&data) != dev
             },
         )
         .map_err(|e| e.context(format!("{last:?}")))?;
@@ -109,11 +112,14 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
             // A rolled-back attempt may already have detached it.
             let _ = run_ok(&["losetup", "-d", dev], 10);
         }
-        std::fs::remove_file(&link)?;
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
     }
     let ns = n.ns();
     if lab.holds_vip(n) {
-        run_ok(
+        let del = run_ok(
             &[
                 "ip",
                 "-n",
@@ -125,7 +131,10 @@ pub fn power_cut(lab: &Lab, n: Node) -> Result<i64> {
                 "lan0",
             ],
             5,
-        )?;
+        );
+        if lab.holds_vip(n) {
+            del?;
+        }
     }
     set_link(n, "hb0", false)?;
     set_link(n, "lan0", false)?;
@@ -264,4 +273,79 @@ pub fn pause_daemon(lab: &Lab, n: Node, stop: bool) -> Result<i64> {
     let t = now_ms();
     signal(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
     Ok(t)
+}
+
+/// The witness's pid (lab/lib.sh WITNESS_PID), if it runs.
+fn witness_pid() -> Option<i32> {
+    pid_from(&Path::new(RUN).join("witness.pid"), "twinbeat")
+}
+
+/// kill -9 of the witness (`lab/ctl.sh start-witness` brings it back).
+pub fn kill_witness() -> Result<()> {
+    let pid = witness_pid().context("no witness running (lab/build/logs/witness.log)")?;
+    signal(pid, libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "the witness to die", || {
+        !crate::lab::alive_with_comm(pid, "twinbeat")
+    })
+}
+
+/// SIGSTOP / SIGCONT of the witness.
+pub fn pause_witness(stop: bool) -> Result<()> {
+    let pid = witness_pid().context("no witness running (lab/build/logs/witness.log)")?;
+    signal(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+    Ok(())
+}
+
+/// The witness's switch port (the bridge side of its LAN veth) down or up.
+pub fn set_witness_port(up: bool) -> Result<()> {
+    run_ok(
+        &[
+            "ip",
+            "-n",
+            "tblab-br",
+            "link",
+            "set",
+            "w-lan",
+            if up { "up" } else { "down" },
+        ],
+        5,
+    )
+}
+
+/// Drops everything between node `n` and the witness, both ways, in the node's namespace (the
+/// nftables table `tblab_witness`): the node cannot reach the witness, everything else works.
+pub fn cut_witness_from(n: Node, cut: bool) -> Result<()> {
+    let net = format!("--net=/run/netns/{}", n.ns());
+    let nft = |args: &[&str]| {
+        let mut argv = vec!["nsenter", &net, "nft"];
+        argv.extend_from_slice(args);
+        run_ok(&argv, 5)
+    };
+    let t = "tblab_witness";
+    if !cut {
+        return nft(&["delete", "table", "inet", t]);
+    }
+    nft(&["add", "table", "inet", t])?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        t,
+        "out",
+        "{ type filter hook output priority 0; }",
+    ])?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        t,
+        "in",
+        "{ type filter hook input priority 0; }",
+    ])?;
+    nft(&[
+        "add", "rule", "inet", t, "out", "ip", "daddr", WITNESS, "drop",
+    ])?;
+    nft(&[
+        "add", "rule", "inet", t, "in", "ip", "saddr", WITNESS, "drop",
+    ])
 }

@@ -33,7 +33,7 @@ fn mode_file() -> PathBuf {
 }
 
 /// Arms the agent (`power-off`, `fail`) or disarms it (`None`).
-fn arm(mode: Option<&str>) -> Result<()> {
+pub(crate) fn arm(mode: Option<&str>) -> Result<()> {
     let f = mode_file();
     match mode {
         Some(m) => {
@@ -48,15 +48,15 @@ fn arm(mode: Option<&str>) -> Result<()> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-struct Call {
-    at_ms: i64,
-    target: String,
-    mode: String,
-    result: String,
+pub(crate) struct Call {
+    pub at_ms: i64,
+    pub target: String,
+    pub mode: String,
+    pub result: String,
 }
 
 /// fence.log lines ("EPOCH_MS TARGET MODE RESULT") after `t`.
-fn calls_after(lab: &Lab, t: i64) -> Vec<Call> {
+pub(crate) fn calls_after(lab: &Lab, t: i64) -> Vec<Call> {
     let text = std::fs::read_to_string(lab.logs.join("fence.log")).unwrap_or_default();
     parse_calls(&text)
         .into_iter()

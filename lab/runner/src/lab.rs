@@ -12,6 +12,13 @@ pub const RUN: &str = "/run/twinbeat-lab";
 pub const VIP: &str = "198.51.100.100";
 pub const WRITER_PASS: &str = "writer-lab-secret";
 pub const NODES: [Node; 2] = [Node::A, Node::B];
+/// The witness's address (lab/lib.sh LAN_W), in namespace tblab-w, when the lab has one.
+pub const WITNESS: &str = "198.51.100.40";
+
+/// The lab was brought up with a witness (LAB_WITNESS=1): demo.sh wrote its config.
+pub fn has_witness() -> bool {
+    Path::new(RUN).join("conf/witness.toml").exists()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -52,6 +59,7 @@ impl std::fmt::Display for Node {
     }
 }
 
+#[derive(Clone)]
 pub struct Lab {
     pub lab: PathBuf,
     pub logs: PathBuf,

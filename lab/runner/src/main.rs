@@ -83,6 +83,14 @@ enum Cmd {
         /// At most this many faults per run.
         #[arg(long, default_value_t = 3)]
         max_faults: u32,
+        /// The lab has a witness (lab/campaign.sh --witness brings it up with LAB_WITNESS=1):
+        /// three runs in four also get a witness fault. Replay a run with the same option.
+        #[arg(long)]
+        witness: bool,
+        /// Arm the lab's fence agent for the whole campaign: a takeover from a silent peer powers
+        /// it off first (the node is powered on again when the step heals).
+        #[arg(long, value_name = "MODE", value_parser = ["power-off"])]
+        fence: Option<String>,
         #[arg(long, default_value = "lab/build/campaign.json")]
         json: PathBuf,
     },
@@ -109,8 +117,20 @@ fn main() -> ExitCode {
             runs,
             only,
             max_faults,
+            witness,
+            fence,
             json,
-        } => campaign::main(seed, runs, only, max_faults, &json),
+        } => campaign::main(
+            seed,
+            runs,
+            only,
+            max_faults,
+            campaign::Options {
+                witness,
+                fence: fence.is_some(),
+            },
+            &json,
+        ),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

@@ -235,6 +235,26 @@ pub(crate) fn healthy(cx: &Ctx) -> Result<(Node, Node)> {
             why = format!("the VIP is not on node {active} alone");
             return false;
         }
+        // With a witness (LAB_WITNESS=1): the active node holds the lease and the standby hears
+        // the witness, or the next fault would find a witness still in its quiet period.
+        if crate::lab::has_witness() {
+            let active_st = if active == Node::A { &sa } else { &sb };
+            let lease = active_st
+                .as_ref()
+                .and_then(|s| s["core"]["lease"]["valid_for_ms"].as_i64())
+                .unwrap_or(0);
+            let standby_hears = standby_st
+                .as_ref()
+                .is_some_and(|s| s["witness"]["reachable"] == true);
+            if lease <= 0 || !standby_hears {
+                why =
+                    format!(
+                    "the witness: node {active}'s lease valid for {lease} ms, the standby {} it",
+                    if standby_hears { "hears" } else { "does not hear" }
+                );
+                return false;
+            }
+        }
         let last = clientlog::acked(&lab.logs)
             .ok()
             .and_then(|a| a.last().copied());
