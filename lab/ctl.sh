@@ -5,6 +5,8 @@
 #   takeover a|b        planned handoff: that node takes the service from its peer
 #   kill-daemon a|b     kill -9 of the twinbeat daemon only (its mariadbd, mount, VIP stay!)
 #   start-daemon a|b    start that node's daemon again
+#   kill-witness        kill -9 of the witness (a lab brought up with LAB_WITNESS=1)
+#   start-witness       start the witness again (it grants nothing for one lease)
 #   rate                acknowledged writes in the last 10 s, and the in-doubt count
 #   gaps [N]            the N (default 5) longest pauses between acknowledged writes
 #   check               every acknowledged write is on the primary (via the VIP); the replica
@@ -13,7 +15,7 @@ set -euo pipefail
 # shellcheck source=lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 node_arg() { [[ ${1:-} == a || ${1:-} == b ]] || usage; }
 [[ -d $RUN ]] || die "the lab is not up ($RUN missing); start it with: sudo lab/demo.sh"
 
@@ -44,6 +46,18 @@ kill-daemon)
 start-daemon)
     node_arg "${1:-}"
     start_daemon "$1"
+    ;;
+kill-witness)
+    [[ -f $RUN/conf/witness.toml ]] || die "this lab has no witness (bring it up with LAB_WITNESS=1)"
+    pid_alive "$WITNESS_PID" twinbeat || die "the witness is not running"
+    kill -KILL "$(<"$WITNESS_PID")"
+    wait_until 5 "the witness to die" pid_gone "$(<"$WITNESS_PID")"
+    rm -f "$WITNESS_PID"
+    log "witness killed (-9)"
+    ;;
+start-witness)
+    [[ -f $RUN/conf/witness.toml ]] || die "this lab has no witness (bring it up with LAB_WITNESS=1)"
+    start_witness
     ;;
 rate)
     now=$(($(date +%s%3N)))

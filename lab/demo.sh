@@ -3,13 +3,20 @@
 # (DRBD stand-in) ext4 image, a replica following the VIP, and a client writing through it.
 # Usage: sudo lab/demo.sh        (tear down with: sudo lab/down.sh)
 # Env: WRITER_HOURS (default 4) bounds the client writer; LAB_DEADTIME_MS / LAB_WARNTIME_MS run
-#      the pair with other timings than lab/conf's (e.g. the reference config's 1000 / 500).
+#      the pair with other timings than lab/conf's (e.g. the reference config's 1000 / 500);
+#      LAB_WITNESS=1 adds a witness (`twinbeat witness`, doc/witness.md) in namespace tblab-w on
+#      the LAN at 198.51.100.40, and the witness lease (3 x deadtime) to both nodes' [tiebreaker].
 set -euo pipefail
 # shellcheck source=lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "run as root: sudo $0"
 [[ -e $RUN ]] && die "$RUN exists: the lab is up (or half up); run lab/down.sh first"
+case ${LAB_WITNESS:-0} in
+0 | 1) ;;
+*) die "LAB_WITNESS=${LAB_WITNESS} : use 1 (with a witness) or 0 (without)" ;;
+esac
+WITNESS=${LAB_WITNESS:-0}
 
 STEP="checking prerequisites"
 on_exit() {
@@ -60,9 +67,9 @@ mkdir -p "$RUN" "$LOGS"
 mount --bind "$RUN" "$RUN"
 mount --make-private "$RUN"
 mkdir -p "$RUN/secrets" "$DATA" "$RUN/replica" "$(node_dir a)/state" "$(node_dir b)/state"
-if [[ -n ${LAB_DEADTIME_MS:-}${LAB_WARNTIME_MS:-} ]]; then
-    # Other timings for this run only (e.g. the reference config's 1000/500 ms): copies of the
-    # committed configs with the [timing] values replaced.
+if [[ -n ${LAB_DEADTIME_MS:-}${LAB_WARNTIME_MS:-} || $WITNESS == 1 ]]; then
+    # Other timings or a witness for this run only: copies of the committed configs with the
+    # [timing] values replaced and the witness lease added to [tiebreaker].
     mkdir "$RUN/conf"
     cp "$LAB/conf/"* "$RUN/conf/"
     for f in "$RUN"/conf/twinbeat-*.toml; do
@@ -70,6 +77,34 @@ if [[ -n ${LAB_DEADTIME_MS:-}${LAB_WARNTIME_MS:-} ]]; then
         [[ -z ${LAB_WARNTIME_MS:-} ]] || sed -i "s/^warntime-ms = .*/warntime-ms = $LAB_WARNTIME_MS/" "$f"
     done
     log "timings for this run: $(grep -h -E '^(deadtime|warntime)-ms' "$RUN/conf/twinbeat-a.toml" | tr '\n' ' ')"
+    if [[ $WITNESS == 1 ]]; then
+        # A lease of three deadtimes (doc/witness.md: "3 x is usual"); the guard stays at its
+        # default 300 ms, which fits the lab's warntime and deadtime (twinbeat check proves it).
+        deadtime=$(sed -n 's/^deadtime-ms = \([0-9]*\).*/\1/p' "$RUN/conf/twinbeat-a.toml")
+        [[ $deadtime =~ ^[0-9]+$ ]] || die "no deadtime-ms in $RUN/conf/twinbeat-a.toml"
+        LEASE_MS=$((3 * deadtime))
+        for f in "$RUN"/conf/twinbeat-*.toml; do
+            sed -i "/^\[tiebreaker\]\$/a # LAB_WITNESS=1 (lab/demo.sh): the witness lease, doc/witness.md.\\
+witness = \"$LAN_W:$WITNESS_PORT\"\\
+lease-ms = $LEASE_MS" "$f"
+            grep -q "^witness = " "$f" || die "could not add the witness to $f"
+        done
+        cat >"$RUN/conf/witness.toml" <<TOML
+# twinbeat witness of the namespace lab (written by lab/demo.sh for LAB_WITNESS=1; etc/witness.toml
+# is the commented reference). Namespace tblab-w, on the LAN bridge beside the client.
+listen = "$LAN_W:$WITNESS_PORT"
+cluster-id = 42
+nodes = [1, 2]
+lease-ms = $LEASE_MS
+
+[auth]
+algorithm = "hmac-sha256"
+key-file = "$RUN/secrets/authkey"
+keys = [1]
+send-key = 1
+TOML
+        log "witness for this run: $LAN_W:$WITNESS_PORT, lease $LEASE_MS ms"
+    fi
 else
     ln -s "$LAB/conf" "$RUN/conf"
 fi
@@ -104,14 +139,16 @@ unshare --mount="$MNTNS" --propagation private true
 
 # --- 3. topology ----------------------------------------------------------------------------
 STEP="building the network topology"
-for who in a b r c br; do
+lan_members=("a:$LAN_A" "b:$LAN_B" "c:$LAN_C" "r:$LAN_R")
+[[ $WITNESS == 1 ]] && lan_members+=("w:$LAN_W")
+for who in a b r c br $([[ $WITNESS == 1 ]] && echo w); do
     ip netns add "$(ns "$who")"
     ip -n "$(ns "$who")" link set lo up
 done
 ip -n "$(ns br)" link add br0 type bridge
 ip -n "$(ns br)" link set br0 up
 ip -n "$(ns br)" addr add "$LAN_GW/24" dev br0
-for pair in a:$LAN_A b:$LAN_B c:$LAN_C r:$LAN_R; do
+for pair in "${lan_members[@]}"; do
     who=${pair%%:*} addr=${pair#*:}
     ip link add lan0 netns "$(ns "$who")" type veth peer name "$who-lan" netns "$(ns br)"
     ip -n "$(ns br)" link set "$who-lan" master br0 up
@@ -190,6 +227,13 @@ for who in a b; do
     "$BIN" check "$RUN/conf/twinbeat-$who.toml" --node "lab-$who" >/dev/null ||
         { "$BIN" check "$RUN/conf/twinbeat-$who.toml" --node "lab-$who" || true; die "config $who invalid"; }
 done
+if [[ $WITNESS == 1 ]]; then
+    STEP="checking and starting the witness"
+    "$BIN" witness --config "$RUN/conf/witness.toml" --check >/dev/null ||
+        { "$BIN" witness --config "$RUN/conf/witness.toml" --check || true; die "witness config invalid"; }
+    wait_until 10 "the witness namespace to reach node a over the LAN" in_ns w ping -n -q -c 1 -W 1 "$LAN_A"
+    start_witness
+fi
 STEP="starting the daemons"
 start_daemon a
 start_daemon b

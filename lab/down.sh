@@ -29,6 +29,12 @@ for who in a b; do
     stop_pid "$(node_dir "$who")/mysqld.pid" mariadbd 60
 done
 
+# The witness (LAB_WITNESS=1), after the daemons: they released with their lease still valid.
+if [[ -d $RUN ]]; then
+    pid_alive "$WITNESS_PID" twinbeat && log "stopping the witness"
+    stop_pid "$WITNESS_PID" twinbeat 10
+fi
+
 # The out-of-band handle the fence agent enters (started by demo.sh).
 if [[ -d $RUN ]]; then stop_pid "$OOB_PID" sleep 5; fi
 
@@ -54,7 +60,7 @@ losetup -l -n -O NAME,BACK-FILE 2>/dev/null | while read -r dev back; do
 done
 
 # 6. Namespaces, then the run dir (a private bind mount of itself).
-for who in a b r c br; do
+for who in a b r c br w; do
     if ip netns list | grep -qw "$(ns "$who")"; then
         ip netns del "$(ns "$who")"
     fi

@@ -43,6 +43,11 @@ LAN_A=198.51.100.11
 LAN_B=198.51.100.12
 LAN_C=198.51.100.20
 LAN_R=198.51.100.30
+# The optional witness (LAB_WITNESS=1, doc/witness.md): `twinbeat witness` in its own namespace
+# tblab-w on the LAN bridge. Its pid file also tells the lab's tools that this lab has one.
+LAN_W=198.51.100.40
+WITNESS_PORT=694
+WITNESS_PID=$RUN/witness.pid
 HB_A=192.0.2.1
 HB_B=192.0.2.2
 # Lab-only credentials: the VIP lives in a namespace nobody else can reach.
@@ -136,6 +141,26 @@ start_daemon() {
         "$BIN" status --socket "$(ctl_socket "$who")" ||
         die "daemon $who did not come up; tail of its log:$(printf '\n'; tail -n 20 "$LOGS/twinbeat-$who.log")"
     log "daemon $who runs (pid $(<"$pidf"))"
+}
+
+# start_witness: `twinbeat witness` in the witness namespace (network only: it touches no file
+# system state), detached, logging to lab/build/logs/witness.log. Same pid-file trick as
+# start_daemon. Waits for its "witness started" line.
+start_witness() {
+    pid_alive "$WITNESS_PID" twinbeat && die "the witness already runs (pid $(<"$WITNESS_PID"))"
+    [[ -x $BIN ]] || die "$BIN missing; run: cargo build --release"
+    local before=0
+    [[ -f $LOGS/witness.log ]] && before=$(wc -l <"$LOGS/witness.log")
+    # shellcheck disable=SC2016  # $$ and $1 belong to the inner bash
+    TWINBEAT_LOG=info setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$WITNESS_PID" \
+        nsenter --net="/run/netns/$(ns w)" "$BIN" witness --config "$RUN/conf/witness.toml" \
+        </dev/null >>"$LOGS/witness.log" 2>&1 &
+    # Captured, not piped into grep -q: with pipefail, grep -q's early exit fails the pipe.
+    # shellcheck disable=SC2317  # called through wait_until
+    witness_started() { [[ $(tail -n "+$((before + 1))" "$LOGS/witness.log") == *"witness started"* ]]; }
+    wait_until 10 "the witness to start (log: $LOGS/witness.log)" witness_started ||
+        die "the witness did not come up; tail of its log:$(printf '\n'; tail -n 20 "$LOGS/witness.log")"
+    log "witness runs on $LAN_W:$WITNESS_PORT (pid $(<"$WITNESS_PID"))"
 }
 
 # holds_vip a|b: the VIP is configured on that node's lan0.
