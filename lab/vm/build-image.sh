@@ -16,6 +16,10 @@ set -euo pipefail
 # shellcheck source=lab/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $EUID -eq 0 ]] || die "run as root (debootstrap, chroot)"
+# stdout carries only the answer (run.sh reads it with $(...)); every tool's chatter goes to
+# stderr. mkfs.ext4 prints "Creating regular file ..." on stdout even with -q, and that once
+# became part of the image path on a cold build.
+exec 3>&1 1>&2
 
 PACKAGES=linux-image-amd64,busybox,drbd-utils,kmod,iproute2,iputils-ping,procps,e2fsprogs,util-linux,psmisc,mariadb-server,mariadb-client,less
 # The initrd only needs to find the root disk; everything else is loaded from the root fs.
@@ -27,7 +31,7 @@ TARBALL=$BUILD/rootfs-$hash1.tar
 OUT=$BUILD/image-$hash
 if [[ -s $OUT/base.img && -s $OUT/vmlinuz && -s $OUT/initrd.img && -e $OUT/done ]]; then
     log "image up to date: $OUT"
-    echo "$OUT"
+    echo "$OUT" >&3
     exit 0
 fi
 
@@ -123,4 +127,4 @@ rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
 touch "$OUT/done"
 log "image built in $((SECONDS - t0)) s: $OUT ($(du -sh --apparent-size "$OUT/base.img" | cut -f1), initrd $(du -h "$OUT/initrd.img" | cut -f1))"
-echo "$OUT"
+echo "$OUT" >&3

@@ -41,7 +41,9 @@ need_cmds() {
 now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:-3}"; }
 
 # ---- run-time state (run.sh) --------------------------------------------------------------
-RUN=$BUILD/run                 # sockets, fifos, disks, pid files of the current run
+# Sockets, fifos, disks and pid files of the current run: in /run, like the namespace lab's
+# state, not in the checkout.
+RUN=${TBVM_RUN:-/run/twinbeat-vm}
 LOGS=$BUILD/logs               # console and ttyS1 logs (previous run: logs.prev)
 QEMU_MAX_S=${QEMU_MAX_S:-3600} # hard upper bound on any guest's life (timeout(1) around qemu)
 BOOT_TIMEOUT_S=${BOOT_TIMEOUT_S:-240}
@@ -66,10 +68,10 @@ qemu_alive() {
 #   on the bridge in namespace NETNS. Console: ttyS0 on a fifo pair (commands), ttyS1 to a file
 #   (twinbeat and writer logs), HMP monitor on a fifo pair (set_link).
 boot() {
-    local g=$1 peer n args=()
+    local g=$1 peer n args=() oob=()
     case $g in a) peer=b n=1 ;; b) peer=a n=2 ;; c) n=3 ;; esac
     qemu_alive "$g" && die "guest $g already runs (qemu pid $(qemu_pid "$g"))"
-    rm -f "$RUN/$g".{con,mon}.{in,out} "$RUN/hb-$g.sock" "$RUN/repl-$g.sock" "$RUN/$g.qemu.pid"
+    rm -f "$RUN/$g".{con,mon,oob}.{in,out} "$RUN/hb-$g.sock" "$RUN/repl-$g.sock" "$RUN/$g.qemu.pid"
     mkfifo "$RUN/$g.con.in" "$RUN/$g.con.out" "$RUN/$g.mon.in" "$RUN/$g.mon.out"
     # Disks are found by label (root, payload) or qemu serial (data, state), never by vdX order:
     # qemu places -device disks before -drive if=virtio ones on the PCI bus.
@@ -80,10 +82,14 @@ boot() {
         -device virtio-blk-pci,drive=payload,serial=tbpayload)
     if [[ $g != c ]]; then
         # shellcheck disable=SC2054  # commas belong to qemu options
-        args+=(-drive "file=$RUN/data-$g.img,if=none,id=data,format=raw,cache=none,aio=threads"
+        args+=(-drive "file=$RUN/data-$g.img,if=none,id=data,format=raw,aio=threads"
             -device virtio-blk-pci,drive=data,serial=tbdata
             -drive "file=$RUN/state-$g.img,if=none,id=state,format=raw"
             -device virtio-blk-pci,drive=state,serial=tbstate)
+        # ttyS2 (after ttyS0 and ttyS1 below): the out-of-band line to the lab's power switch
+        # (oob_serve), for fence-oob.
+        mkfifo "$RUN/$g.oob.in" "$RUN/$g.oob.out"
+        oob=(-chardev "pipe,id=oob,path=$RUN/$g.oob" -serial chardev:oob)
         local l i=1
         for l in hb repl; do
             args+=(-netdev "dgram,id=$l,local.type=unix,local.path=$RUN/$l-$g.sock,remote.type=unix,remote.path=$RUN/$l-$peer.sock"
@@ -108,18 +114,30 @@ boot() {
         "${args[@]}" \
         -chardev "pipe,id=con,path=$RUN/$g.con" -serial chardev:con \
         -chardev "file,id=log,path=$LOGS/$g-ttyS1.log,append=on" -serial chardev:log \
+        "${oob[@]}" \
         -chardev "pipe,id=mon,path=$RUN/$g.mon" -mon chardev=mon,mode=readline \
         </dev/null >>"$LOGS/$g-qemu.log" 2>&1 &
+    local starter=$!
+    disown  # a guest killed on purpose is no job for bash to report ("Killed ...")
     # The console and monitor outputs are drained into files (a full fifo would stall the guest).
     # cat ends by itself when qemu exits (last writer gone).
     setsid cat "$RUN/$g.con.out" >>"$LOGS/$g-console.log" 2>/dev/null &
     echo $! >"$RUN/$g.concat.pid"
     setsid cat "$RUN/$g.mon.out" >>"$LOGS/$g-monitor.log" 2>/dev/null &
     echo $! >"$RUN/$g.moncat.pid"
+    if [[ $g != c ]]; then
+        # Ends by itself when this qemu exits (end of file on its line).
+        oob_serve "$g" </dev/null >/dev/null 2>>"$LOGS/fence.log" &
+        disown
+    fi
     BOOT_T0[$g]=$(now_ms)
-    local end=$((SECONDS + 20))
+    local end=$((SECONDS + 60))
     until [[ -s $RUN/$g.qemu.pid ]]; do
-        ((SECONDS < end)) || die "qemu for guest $g did not start; see $LOGS/$g-qemu.log"
+        if ((SECONDS >= end)) || ! kill -0 "$starter" 2>/dev/null; then
+            log "qemu for guest $g did not start; the end of $LOGS/$g-qemu.log:"
+            tail -n 20 "$LOGS/$g-qemu.log" >&2
+            die "qemu for guest $g did not start (its error is above)"
+        fi
         sleep 0.1
     done
 }
@@ -192,14 +210,16 @@ guest_clock_sync() {
     done
     log "guest $g clock offset after sync: $off ms (console round trip $((t2 - t1)) ms)"
 }
-# kill_guest G: SIGKILL its qemu (a pulled power cord), wait until it is gone.
+# kill_guest G: SIGKILL its qemu (a pulled power cord), wait until it is gone. Returns 1 with a
+# message (never exits: teardown must go on to the other guests) when it outlives 30 s; a qemu
+# blocked in uncached disk I/O on a starved host can take seconds to die.
 kill_guest() {
-    local g=$1 pid end=$((SECONDS + 10))
+    local g=$1 pid end=$((SECONDS + 30))
     qemu_alive "$g" || return 0
     pid=$(qemu_pid "$g")
-    kill -KILL "$pid"
+    kill -KILL "$pid" 2>/dev/null || true
     while qemu_alive "$g"; do
-        ((SECONDS < end)) || die "qemu $pid (guest $g) survives SIGKILL"
+        ((SECONDS < end)) || { log "qemu $pid (guest $g) survives SIGKILL for 30 s (state $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null))"; return 1; }
         sleep 0.05
     done
     rm -f "$RUN/$g.qemu.pid"
@@ -207,24 +227,54 @@ kill_guest() {
 # stop_pidfile F: SIGTERM the process named by F (ours: a console/monitor cat), if it is alive.
 stop_pidfile() {
     local pid
-    [[ -s $1 ]] || return 0
-    pid=$(<"$1")
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == cat ]] && kill -TERM "$pid" 2>/dev/null
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == cat ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
     rm -f "$1"
 }
 # teardown: every guest, console reader, the namespace (and with it bridge and taps), the
-# sockets and fifos. Idempotent; the disks and logs stay for inspection.
+# sockets and fifos. Idempotent; the disks and logs stay for inspection (run.sh removes the
+# disks after a passing run). Every step is tried whatever the earlier ones did (errexit is off
+# inside, as it is in an EXIT trap that calls it after an error); returns 1 and names what is
+# left when something could not be removed.
 teardown() {
-    local g
+    local g left=() errexit=0
+    [[ $- == *e* ]] && errexit=1
+    set +e
     for g in a b c; do
-        kill_guest "$g" || true
+        kill_guest "$g" || left+=("qemu of guest $g (pid $(qemu_pid "$g"))")
         stop_pidfile "$RUN/$g.concat.pid"
         stop_pidfile "$RUN/$g.moncat.pid"
-        rm -f "$RUN/$g".{con,mon}.{in,out} "$RUN/hb-$g.sock" "$RUN/repl-$g.sock"
+        rm -f "$RUN/$g".{con,mon,oob}.{in,out} "$RUN/hb-$g.sock" "$RUN/repl-$g.sock"
     done
     if ip netns list | grep -qx "$NETNS\( (id: [0-9]*)\)\?"; then
-        ip netns del "$NETNS"
+        ip netns del "$NETNS" || left+=("network namespace $NETNS")
     fi
+    ((errexit)) && set -e
+    ((${#left[@]} == 0)) && return 0
+    log "teardown left: ${left[*]}; run 'sudo lab/vm/run.sh down' again, or end them by pid"
+    return 1
+}
+# oob_serve G: the lab's out-of-band power switch for node guest G (the IPMI/Redfish of a
+# real pair): reads G's ttyS2; "FENCE X ID" powers guest X (the other node) off like a pulled
+# cord (kill_guest) and answers "FENCED X ID", or "FAILED X ID why". Every request and answer
+# goes to $LOGS/fence.log with epoch ms. The guest stays off: whoever runs the lab boots it.
+oob_serve() {
+    local g=$1 verb target id t0
+    while read -r verb target id; do
+        target=${target%$'\r'} id=${id%$'\r'}
+        [[ $verb == FENCE && $target =~ ^[ab]$ && $target != "$g" ]] || continue
+        t0=$(now_ms)
+        printf '%s %s %s asks to power %s off\n' "$t0" "$(date +%T.%3N)" "$g" "$target" >>"$LOGS/fence.log"
+        if kill_guest "$target" 2>>"$LOGS/fence.log"; then
+            printf 'FENCED %s %s\n' "$target" "$id" >"$RUN/$g.oob.in"
+            printf '%s %s %s powered off (%s ms)\n' "$(now_ms)" "$(date +%T.%3N)" "$target" "$(($(now_ms) - t0))" >>"$LOGS/fence.log"
+        else
+            printf 'FAILED %s %s qemu survives SIGKILL\n' "$target" "$id" >"$RUN/$g.oob.in"
+            printf '%s %s %s could not be powered off\n' "$(now_ms)" "$(date +%T.%3N)" "$target" >>"$LOGS/fence.log"
+        fi
+    done <"$RUN/$g.oob.out"
 }
 # monitor G CMD: one HMP command to guest G's qemu (e.g. "set_link repl off").
 monitor() {

@@ -74,6 +74,36 @@ write_gap() {
 first_ack_after() { acks_between "$1" 99999999999999 | head -n 1; }
 # drbd_kernel G REGEX: the guest kernel's DRBD lines (ISO times) matching REGEX.
 drbd_kernel() { vmc "$1" 15 "dmesg --time-format iso | grep -E '$2'" || true; }
+# fence_peer_result G: the last answer of twinbeat's fence-peer handler in G's kernel log
+# (DRBD 8.4: "fence-peer helper returned 4 (peer was fenced)"), or "not called".
+fence_peer_result() {
+    local line
+    line=$(drbd_kernel "$1" 'fence-peer helper (returned|broken)' | tail -n 1)
+    [[ -n $line ]] || { echo "not called"; return 0; }
+    echo "${line#*fence-peer helper }"
+}
+# power_fence_since MS: what the lab's power switch (oob_serve) did since MS, from fence.log.
+power_fence_since() {
+    awk -v s="$1" '$1 + 0 >= s + 0 {
+            if (/ asks to power /) { n++; if (!first) first = $1 - s }
+            if (/ powered off /) { done = $1 - s; took = $(NF - 1) }
+        }
+        END {
+            if (!n) { print "no fence requested"; exit }
+            sub(/^\(/, "", took)
+            printf "%d request(s); first +%d ms after, powered off at +%d ms (switch %s ms)\n", n, first, done, took
+        }' "$LOGS/fence.log" 2>/dev/null || echo "no fence log"
+}
+rel_ms() { if [[ -n $1 ]]; then echo "+$(($1 - $2)) ms"; else echo "not seen"; fi; }
+# fence_timeline N X Y CUT_MS: from the daemons' logs, when X's fence-peer handler reached its
+# daemon, when Y ran `drbdadm outdate` and when X's handler had its answer (ms after the cut).
+fence_timeline() {
+    local n=$1 x=$2 y=$3 cut=$4 asked out answered
+    asked=$(ev "$x" "$cut" "DRBD's fence-peer handler asks to outdate the peer")
+    out=$(ev "$y" "$cut" 'drbd disk is Outdated')
+    answered=$(ev "$x" "$cut" 'fence-peer request finished')
+    fig "$n fence-peer timeline (after cut)" "handler at $x's daemon $(rel_ms "$asked" "$cut"), $y outdated $(rel_ms "$out" "$cut"), answer $(rel_ms "$answered" "$cut")"
+}
 # client_check WHAT: every acknowledged write is in the table, read through the VIP.
 client_check() {
     local out
@@ -136,6 +166,8 @@ scenario_1() {
     fig "1 kill -> VIP seen by the host" "$(secs $((t_vip - t_kill)))"
     fig "1 kill -> first write acked" "$(secs $((t_resume - t_kill)))"
     fig "1 client write gap" "$(secs "$(write_gap $((t_kill - 5000)) $((t_resume + 5000)))")"
+    fig "1 fence-peer on $s (promotion)" "$(fence_peer_result "$s")"
+    fig "1 $s fenced the dead peer" "$(power_fence_since "$t_kill")"
     fig "1 writes acked before the kill" "$last_before"
     client_check "1"
 }
@@ -222,15 +254,100 @@ scenario_3() {
     client_check "3"
 }
 
+# uptodate_returns X Y N: X (killed; the only UpToDate disk) boots and starts while Y (up, its
+# disk Outdated) waits; the service must come back (on X, unless Y resynced from X first) and Y
+# must resync from X to UpToDate; every acknowledged write is read back. Scenario N's figures.
+uptodate_returns() {
+    local x=$1 y=$2 n=$3 paused=0 t_x t_vip on t_sync0 t_resume
+    # Keep y Inconsistent (resync paused) until x has taken over: otherwise a fast resync can
+    # make y UpToDate before x's initdead ends, and y (if preferred) would take the service,
+    # which is safe but not what this shows.
+    if vmc "$y" 15 'drbdadm pause-sync r0' >/dev/null; then paused=1; else log "note: pause-sync on $y refused; the resync runs at once"; fi
+    log "bringing $x (the UpToDate disk) back"
+    boot "$x"
+    wait_ready "$x"
+    guest_clock_sync "$x"
+    t_x=$(now_ms)
+    node_start "$x"
+    wait_for 180 "a node to hold the VIP" active_node_is_set || fail "$n: no node took over within 180 s of $x's start"
+    t_vip=$(now_ms)
+    on=$(active_node)
+    has_vip "$(other "$on")" >/dev/null 2>&1 && fail "$n: VIP on both $x and $y"
+    if [[ $on != "$x" ]]; then
+        ((paused == 0)) || fail "$n: $y took over while its resync was paused (Inconsistent)"
+        log "note: $y resynced before $x's initdead ended and took over (UpToDate by then)"
+    fi
+    ((paused == 0)) || vmq "$y" 15 'drbdadm resume-sync r0'
+    t_sync0=$(now_ms)
+    wait_for 240 "$y to resync from $x (UpToDate/UpToDate)" \
+        vmc "$y" 10 '[[ $(drbdadm dstate r0) == UpToDate/UpToDate ]]' ||
+        fail "$n: $y did not resync from $x within 240 s ($(vmc "$y" 10 'tbctl snap'))"
+    [[ $(vmc "$(other "$on")" 10 'tbctl role') == Secondary/Primary ]] || fail "$n: $(other "$on") is not Secondary/Primary after the resync"
+    wait_acks_resume "$t_vip" 60 || fail "$n: the client's writes did not resume on $on"
+    t_resume=$(first_ack_after "$t_vip")
+    log "$x's twinbeat log from its start (ms after the start):"
+    timeline "$x" "$t_x" "$t_vip"
+    fig "$n reboot of $x to a ready shell" "${BOOT_S[$x]} s"
+    fig "$n $x start -> VIP on $on" "$(secs $((t_vip - t_x)))"
+    fig "$n $x start -> first write acked" "$(secs $((t_resume - t_x)))"
+    fig "$n $y resync done after VIP" "$(secs $(($(now_ms) - t_sync0)))"
+    fig "$n writes acked in the whole run" "$(vmc c 10 'tbctl acked-count')"
+    KILLED=
+    check_ok "$n: the service returned on $on; $y resynced from $x to UpToDate"
+    client_check "$n"
+}
+
+# never_promoted Y N WATCH_S SINCE_MS: Y (alone, disk Outdated, twinbeat running) is watched
+# for WATCH_S seconds: DRBD stays Secondary and no VIP on every sample; from SINCE_MS on its log
+# shows no takeover attempt, no promotion, no drbdadm command and no more disk-state reads than
+# the once-a-second poll; its status shows the Outdated disk as the reason. Scenario N's checks.
+never_promoted() {
+    local y=$1 n=$2 watch=$3 since=$4 end snap st blocked n_state n_acq n_prom n_poll n_drbd n_cmd
+    log "watching $y for ${watch} s: it must not promote, nor hold the VIP"
+    end=$((SECONDS + watch))
+    while ((SECONDS < end)); do
+        snap=$(vmc "$y" 15 'tbctl snap') || fail "$n: cannot read $y's state"
+        [[ $snap == Secondary/* ]] || fail "$n: $y's DRBD left Secondary with an Outdated disk ($snap)"
+        [[ $snap == *" -" ]] || fail "$n: $y holds the VIP with an Outdated disk ($snap)"
+        sleep 1
+    done
+    st=$(vmc "$y" 15 'tbctl status') || fail "$n: twinbeat status on $y failed"
+    printf '%s\n' "$st" | sed "s/^/    [$y] /" >&2
+    blocked=$(printf '%s\n' "$st" | grep -E '^ +blocked' | sed 's/^ *blocked *//')
+    grep -qE '^ +disk +Outdated' <<<"$st" || fail "$n: $y's status does not show its disk as Outdated"
+    grep -q 'local disk is Outdated; only an UpToDate disk is ever promoted' <<<"$st" ||
+        fail "$n: $y's status does not name the Outdated disk as the reason (blocked: ${blocked:-none})"
+    n_state=$(ev_count "$y" "$since" 'state change')
+    n_acq=$(ev_count "$y" "$since" 'state change .*to=acquiring')
+    n_prom=$(ev_count "$y" "$since" 'promoting drbd resource')
+    # twinbeat reads the disk state once a second (drbdsetup events2 --now): that is the normal
+    # poll, not an attempt. Its actions (primary, secondary) and its fallback read are drbdadm.
+    n_poll=$(ev_count "$y" "$since" 'ran command argv=drbdsetup events2 --now')
+    n_drbd=$(ev_count "$y" "$since" 'ran command argv=drbdadm ')
+    n_cmd=$(ev_count "$y" "$since" 'ran command')
+    log "$y's twinbeat log while watched (ms after the watch began):"
+    timeline "$y" "$since" "$(now_ms)"
+    fig "$n $y alone, Outdated: watched" "${watch} s"
+    fig "$n takeover attempts (to=acquiring)" "$n_acq (state changes: $n_state)"
+    fig "$n drbd promotions tried" "$n_prom"
+    fig "$n drbdadm commands" "$n_drbd (disk-state reads: $n_poll, all commands: $n_cmd)"
+    fig "$n status names the reason" "blocked: $blocked"
+    ((n_acq == 0 && n_prom == 0)) || fail "$n: $y tried to take over with an Outdated disk"
+    ((n_drbd == 0)) || fail "$n: $n_drbd drbdadm commands on $y while it may not promote: a retry loop?"
+    # A retry storm would also show as more reads than the once-a-second poll (+ start-up).
+    ((n_poll <= watch * 3 / 2 + 10)) || fail "$n: $n_poll disk-state reads in ~${watch} s: a loop?"
+    check_ok "$n: $y (Outdated, alone) never promoted; status says why; no drbdadm command, $n_poll state reads"
+}
+
 # ---- 4: an Outdated disk on the only node up is never promoted -------------------------------
 # The standby y is stopped and its disk outdated offline (its metadata says "stale"); the active
 # x goes on writing alone for a while (so y really is behind), then x is killed. y comes up
 # alone: twinbeat must refuse the takeover, say why, and not retry in a loop. Then x comes back
 # and the service returns there; y resyncs from it.
-S4_WATCH_S=${S4_WATCH_S:-40}  # > initdead (8 s) + deadtime (2 s) + a margin for TCG stalls
+S4_WATCH_S=${S4_WATCH_S:-40}  # > initdead (20 s) + deadtime (2 s) + a margin for TCG stalls
 scenario_4() {
     log "=== scenario 4: an Outdated disk on the only node up is never promoted ==="
-    local x y t_alone t_kill t_start paused=0 on n_poll end snap st blocked n_prom n_acq n_drbd n_cmd n_state t_x t_vip t_resume t_sync0 acked_alone
+    local x y t_alone t_kill t_start snap acked_alone
     if ! qemu_alive a || ! qemu_alive b; then fail "4 needs both nodes up"; fi
     x=$(active_node)
     [[ -n $x ]] || fail "4: no active node"
@@ -254,83 +371,18 @@ scenario_4() {
         fail "4: $y's DRBD is not Secondary, WFConnection, Outdated after the outdate ($snap)"
     t_start=$(now_ms)
     vmq "$y" 30 'tbctl tb-start'
-    log "watching $y for ${S4_WATCH_S} s: it must not promote, nor hold the VIP"
-    end=$((SECONDS + S4_WATCH_S))
-    while ((SECONDS < end)); do
-        snap=$(vmc "$y" 15 'tbctl snap') || fail "4: cannot read $y's state"
-        [[ $snap == Secondary/* ]] || fail "4: $y's DRBD left Secondary with an Outdated disk ($snap)"
-        [[ $snap == *" -" ]] || fail "4: $y holds the VIP with an Outdated disk ($snap)"
-        sleep 1
-    done
-    st=$(vmc "$y" 15 'tbctl status') || fail "4: twinbeat status on $y failed"
-    printf '%s\n' "$st" | sed "s/^/    [$y] /" >&2
-    blocked=$(printf '%s\n' "$st" | grep -E '^ +blocked' | sed 's/^ *blocked *//')
-    grep -qE '^ +disk +Outdated' <<<"$st" || fail "4: $y's status does not show its disk as Outdated"
-    grep -q 'local disk is Outdated; only an UpToDate disk is ever promoted' <<<"$st" ||
-        fail "4: $y's status does not name the Outdated disk as the reason (blocked: ${blocked:-none})"
-    n_state=$(ev_count "$y" "$t_start" 'state change')
-    n_acq=$(ev_count "$y" "$t_start" 'state change .*to=acquiring')
-    n_prom=$(ev_count "$y" "$t_start" 'promoting drbd resource')
-    # twinbeat reads the disk state once a second (drbdsetup events2 --now): that is the normal
-    # poll, not an attempt. Its actions (primary, secondary) and its fallback read are drbdadm.
-    n_poll=$(ev_count "$y" "$t_start" 'ran command argv=drbdsetup events2 --now')
-    n_drbd=$(ev_count "$y" "$t_start" 'ran command argv=drbdadm ')
-    n_cmd=$(ev_count "$y" "$t_start" 'ran command')
-    log "$y's twinbeat log since its start (ms after the start):"
-    timeline "$y" "$t_start" "$(now_ms)"
-    fig "4 $y alone, Outdated: watched" "${S4_WATCH_S} s"
-    fig "4 takeover attempts (to=acquiring)" "$n_acq (state changes: $n_state)"
-    fig "4 drbd promotions tried" "$n_prom"
-    fig "4 drbdadm commands" "$n_drbd (disk-state reads: $n_poll, all commands: $n_cmd)"
-    fig "4 status names the reason" "blocked: $blocked"
-    ((n_acq == 0 && n_prom == 0)) || fail "4: $y tried to take over with an Outdated disk"
-    ((n_drbd == 0)) || fail "4: $n_drbd drbdadm commands on $y while it may not promote: a retry loop?"
-    # A retry storm would also show as more reads than the once-a-second poll (+ start-up).
-    ((n_poll <= S4_WATCH_S * 3 / 2 + 10)) || fail "4: $n_poll disk-state reads in ~${S4_WATCH_S} s: a loop?"
-    check_ok "4: $y (Outdated, alone) never promoted; status says why; no drbdadm command, $n_poll state reads"
+    never_promoted "$y" 4 "$S4_WATCH_S" "$t_start"
 
-    # Keep y Inconsistent (resync paused) until x has taken over: otherwise a fast resync can
-    # make y UpToDate before x's initdead ends, and y (if preferred) would take the service,
-    # which is safe but not what this scenario shows.
-    if vmc "$y" 15 'drbdadm pause-sync r0' >/dev/null; then paused=1; else log "note: pause-sync on $y refused; the resync runs at once"; fi
-    log "bringing $x (the UpToDate disk) back"
-    boot "$x"
-    wait_ready "$x"
-    guest_clock_sync "$x"
-    t_x=$(now_ms)
-    node_start "$x"
-    wait_for 180 "a node to hold the VIP" active_node_is_set || fail "4: no node took over within 180 s of $x's start"
-    t_vip=$(now_ms)
-    on=$(active_node)
-    has_vip "$(other "$on")" >/dev/null 2>&1 && fail "4: VIP on both $x and $y"
-    if [[ $on != "$x" ]]; then
-        ((paused == 0)) || fail "4: $y took over while its resync was paused (Inconsistent)"
-        log "note: $y resynced before $x's initdead ended and took over (UpToDate by then)"
-    fi
-    ((paused == 0)) || vmq "$y" 15 'drbdadm resume-sync r0'
-    t_sync0=$(now_ms)
-    wait_for 240 "$y to resync from $x (UpToDate/UpToDate)" \
-        vmc "$y" 10 '[[ $(drbdadm dstate r0) == UpToDate/UpToDate ]]' ||
-        fail "4: $y did not resync from $x within 240 s ($(vmc "$y" 10 'tbctl snap'))"
-    [[ $(vmc "$(other "$on")" 10 'tbctl role') == Secondary/Primary ]] || fail "4: $(other "$on") is not Secondary/Primary after the resync"
-    wait_acks_resume "$t_vip" 60 || fail "4: the client's writes did not resume on $x"
-    t_resume=$(first_ack_after "$t_vip")
-    log "$x's twinbeat log from its start (ms after the start):"
-    timeline "$x" "$t_x" "$t_vip"
-    fig "4 reboot of $x to a ready shell" "${BOOT_S[$x]} s"
-    fig "4 $x start -> VIP on $on" "$(secs $((t_vip - t_x)))"
-    fig "4 $x start -> first write acked" "$(secs $((t_resume - t_x)))"
-    fig "4 $y resync done after VIP" "$(secs $(($(now_ms) - t_sync0)))"
-    fig "4 writes acked in the whole run" "$(vmc c 10 'tbctl acked-count')"
-    KILLED=
-    check_ok "4: the service returned on $on; $y resynced from $x to UpToDate"
-    client_check "4"
+    uptodate_returns "$x" "$y" 4
 }
 
 # ---- 5: DRBD's replication link cut, heartbeats up ------------------------------------------
 # repl0 (DRBD only) is switched off on both qemus (HMP set_link); hb0 and lan0 stay up, so
-# twinbeat sees a healthy peer. Without a DRBD fencing policy the primary goes on writing with
-# the peer disconnected, and the secondary keeps calling its (stale) disk UpToDate. The check:
+# twinbeat sees a healthy peer. The primary goes on writing with the peer disconnected. With
+# DRBD's fencing policy (the default, DRBD_FENCING=1) the primary's DRBD runs twinbeat's
+# fence-peer handler, which asks the standby's daemon over the heartbeat links to outdate its
+# disk: the standby's disk must read Outdated during the cut and the handler must return 4.
+# Without it (DRBD_FENCING=0) the standby keeps calling its stale disk UpToDate. The checks:
 # never two writable primaries (DRBD Primary or VIP on both), no takeover, and every write the
 # client saw acknowledged during the cut survives the reconnection's resync, also on the other
 # node (a standby to it after the resync reads them there).
@@ -346,7 +398,7 @@ s5_sample() {  # s5_sample: one "a-snap | b-snap" line; fails on two primaries o
 }
 scenario_5() {
     log "=== scenario 5: DRBD's replication link is cut, the heartbeat links stay up ==="
-    local x y t_cut t_on end line last="" seen=() t_nf t_conn n_acked_cut gap st_x st_y n_y
+    local x y t_cut t_on end line last="" seen=() t_nf t_conn n_acked_cut gap st_x st_y n_y t_outdated="" fp
     if ! qemu_alive a || ! qemu_alive b; then fail "5 needs both nodes up"; fi
     x=$(active_node)
     [[ -n $x ]] || fail "5: no active node"
@@ -365,6 +417,7 @@ scenario_5() {
             log "  +$(($(now_ms) - t_cut)) ms  $line"
             last=$line
         fi
+        [[ -z $t_outdated && $line == *"$y: Secondary/"*" Outdated/"* ]] && t_outdated=$(now_ms)
         sleep 0.5
     done
     st_x=$(vmc "$x" 15 'tbctl status') || st_x="(no answer)"
@@ -396,7 +449,19 @@ scenario_5() {
     fig "5 $x status: disk, peer" "$(grep -E '^ +(disk|peer) ' <<<"$st_x" | sed 's/^ *//' | tr -s ' ' | paste -sd';')"
     fig "5 $y status: disk, peer" "$(grep -E '^ +(disk|peer) ' <<<"$st_y" | sed 's/^ *//' | tr -s ' ' | paste -sd';')"
     fig "5 link on -> Connected UpToDate" "$(secs $((t_conn - t_on)))"
+    fp=$(fence_peer_result "$x")
+    fig "5 fence-peer on $x (link lost)" "$fp"
+    fence_timeline 5 "$x" "$y" "$t_cut"
+    fig "5 $y disk Outdated (sampled)" "$(if [[ -n $t_outdated ]]; then echo "$(secs $((t_outdated - t_cut))) after the cut"; else echo "never"; fi)"
     ((n_y == 0)) || fail "5: $y changed state during the cut (heartbeats were up)"
+    if [[ ${DRBD_FENCING:-1} == 1 ]]; then
+        # The samples are only a view (on a starved host one round of console reads can take
+        # 15 s); the evidence is DRBD's handler answer, y's daemon log and y's status.
+        [[ $fp == "returned 4 "* ]] || fail "5: $x's fence-peer handler did not outdate $y (DRBD: $fp)"
+        [[ -n $(ev "$y" "$t_cut" 'drbd disk is Outdated') ]] || fail "5: $y's daemon never outdated its disk during the cut"
+        grep -qE '^ +disk +Outdated' <<<"$st_y" || fail "5: $y's twinbeat status does not show its disk Outdated during the cut"
+        check_ok "5: DRBD's fence-peer went through twinbeat: $y outdated over the heartbeat links (exit 4)"
+    fi
     has_vip "$y" >/dev/null 2>&1 && fail "5: $y holds the VIP"
     check_ok "5: one writable primary throughout ($x); $y stayed standby; DRBD reconnected and resynced"
     client_check "5 (on $x)"
@@ -404,4 +469,56 @@ scenario_5() {
     # on y's too: hand the service to y and read them there.
     standby_once "$x" 5
     client_check "5 (on $y after the resync)"
+}
+
+# ---- 6: the replication link cut, then the primary dies -------------------------------------
+# As 5, but before the link comes back the primary x is killed. The standby y holds a disk that
+# misses every write of the cut. With DRBD fencing through twinbeat, y's disk was outdated at
+# the cut, so y must never promote it (the writes acknowledged on x alone would be lost); the
+# service waits for x, which comes back, takes over, and y resyncs from it. With
+# DRBD_FENCING=0 this scenario fails on purpose: y promotes its stale disk after deadtime, and
+# the check that follows counts the acknowledged writes it lost.
+S6_WATCH_S=${S6_WATCH_S:-30}  # deadtime (2 s) + DRBD's ping timeout + margins for TCG stalls
+scenario_6() {
+    log "=== scenario 6: the replication link is cut, then the primary dies ==="
+    local x y t_cut t_out t_kill acked_cut
+    if ! qemu_alive a || ! qemu_alive b; then fail "6 needs both nodes up"; fi
+    x=$(active_node)
+    [[ -n $x ]] || fail "6: no active node"
+    y=$(other "$x")
+    [[ $(vmc "$x" 10 'drbdadm dstate r0') == UpToDate/UpToDate ]] || fail "6: DRBD not UpToDate/UpToDate before the cut"
+    t_cut=$(now_ms)
+    monitor a 'set_link repl off'
+    monitor b 'set_link repl off'
+    log "repl0 off on both guests (hb0, lan0 up)"
+    if [[ ${DRBD_FENCING:-1} == 1 ]]; then
+        wait_for 60 "$y's disk to be Outdated (fence-peer through twinbeat)" \
+            vmc "$y" 10 '[[ $(drbdadm dstate r0) == Outdated/* ]]' ||
+            fail "6: $y's disk was not outdated within 60 s of the cut ($(vmc "$y" 10 'tbctl snap'))"
+        t_out=$(now_ms)
+        fig "6 cut -> $y Outdated (polled)" "$(secs $((t_out - t_cut)))"
+        fence_timeline 6 "$x" "$y" "$t_cut"
+    else
+        log "DRBD_FENCING=0: nobody outdates $y; waiting 5 s for DRBD to notice the cut"
+        sleep 5
+    fi
+    # A few more seconds of writes that exist on x's disk only.
+    sleep 3
+    acked_cut=$(acks_between "$t_cut" 99999999999999 | wc -l)
+    ((acked_cut > 0)) || fail "6: no write acknowledged by $x during the cut"
+    t_kill=$(now_ms)
+    kill_guest "$x"
+    KILLED=$x
+    log "killed $x (the only disk with the cut's $acked_cut acknowledged writes); $y: $(vmc "$y" 10 'tbctl snap')"
+    fig "6 writes acked on $x alone" "$acked_cut"
+    if [[ ${DRBD_FENCING:-1} == 0 ]]; then
+        # The negative control: say how much the stale promotion lost, then fail.
+        wait_for 60 "$y to take over with its stale disk" has_vip "$y" ||
+            fail "6 (DRBD_FENCING=0): $y did not take over within 60 s either ($(vmc "$y" 10 'tbctl snap'))"
+        fig "6 kill -> stale $y active" "$(secs $(($(now_ms) - t_kill)))"
+        fail "6 (DRBD_FENCING=0): $y promoted its stale disk: $(vmc c 30 'tbctl check' || true)"
+    fi
+    never_promoted "$y" 6 "$S6_WATCH_S" "$t_kill"
+    monitor "$y" 'set_link repl on'
+    uptodate_returns "$x" "$y" 6
 }
