@@ -68,9 +68,27 @@ if [ "${LAB_SCENARIOS:-all}" != none ]; then
 fi
 
 step "the nemesis: a small fixed-seed campaign of randomized fault schedules"
-# Replay any run with: sudo lab/campaign.sh --seed 20261202 --only N. LAB_CAMPAIGN_RUNS=0 skips.
+# Replay any run with: sudo lab/campaign.sh --seed 20261202 --only N (add the run's options:
+# --fence power-off, --witness). LAB_CAMPAIGN_RUNS=0 skips all three.
 if [ "${LAB_CAMPAIGN_RUNS:-4}" != 0 ] && [ "${LAB_SCENARIOS:-all}" != none ]; then
     lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --json lab/build/campaign-ci.json
+    # The same node faults with the fence agent armed (where the peer falls silent, isolation
+    # or a paused daemon, the survivor powers it off first; the campaign powers it on again).
+    lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --fence power-off \
+        --json lab/build/campaign-ci-fence.json
+    # With a witness: seed 11's first runs kill, cut off and pause it under node faults.
+    lab/campaign.sh --seed 11 --runs "${LAB_CAMPAIGN_RUNS:-4}" --witness \
+        --json lab/build/campaign-ci-witness.json
+fi
+
+step "the QEMU lab: real DRBD 8.4 in emulated guests, the six scenarios"
+# Builds the guest image first when its inputs changed (debootstrap from the host's Debian
+# mirror, cached in lab/vm/build), then lab/vm/run.sh: failover, rejoin and resync, standby both
+# ways, an Outdated disk never promoted, DRBD's fence-peer through twinbeat, and the primary
+# dying while cut off from replication (lab/vm/README.md). LAB_VM=0 skips it.
+if [ "${LAB_VM:-1}" != 0 ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "test.sh: the QEMU lab needs root (a network namespace, taps): sudo $0" >&2; exit 1; }
+    lab/vm/run.sh
 fi
 
 echo
