@@ -1,26 +1,17 @@
 //! The config library as the daemon uses it: `Config::load`/`from_source`, `core_params`,
 //! and robustness against garbage.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use twinbeat::config::{check_source, Config, ConfigError, ResourceKind};
 
-fn temp_key(name: &str, text: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "twinbeat-api-{name}-{}-{}",
-        std::process::id(),
-        next_dir_id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("authkey");
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 fn example(name: &str) -> String {
-    let key = temp_key(name, "1 0123456789abcdef0123\n2 fedcba9876543210fedc\n");
+    let key = support::key_file(
+        &format!("api-{name}"),
+        "1 0123456789abcdef0123\n2 fedcba9876543210fedc\n",
+    );
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/twinbeat.toml")).unwrap();
     text.replace("/etc/twinbeat/authkey", key.to_str().unwrap())
@@ -292,11 +283,4 @@ fn tiebreaker_fall_default_range_and_needs_ping() {
             .any(|e| e.contains("tiebreaker.fall") && e.contains("no ping targets")),
         "{no_ping:?}"
     );
-}
-
-/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
-/// reads a file another is rewriting.
-fn next_dir_id() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -1,5 +1,7 @@
 //! `twinbeat check` end to end: the real binary against the reference config and a broken copy.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,12 +11,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A fresh directory per test; no tempfile crate needed for this.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "twinbeat-{name}-{}-{}",
-        std::process::id(),
-        next_dir_id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = support::scratch_path(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -382,11 +379,4 @@ fn drbd_warnings_do_not_hide_errors() {
     let (code, _, stderr) = check_with_drbd(&path, true, Some("lab-r0.res"));
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("not valid"), "{stderr}");
-}
-
-/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
-/// reads a file another is rewriting.
-fn next_dir_id() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -1,26 +1,16 @@
 //! `[metrics]` and `garp-refresh-ms`: defaults, and a clear diagnostic for each mistake.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use twinbeat::config::{check_source, Config, ResourceKind, DEFAULT_MAX_CONNECTIONS};
 
-fn temp_key(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "twinbeat-obs-{name}-{}-{}",
-        std::process::id(),
-        next_dir_id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("authkey");
-    std::fs::write(&path, "1 0123456789abcdef0123456789abcdef\n").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
+const KEY: &str = "1 0123456789abcdef0123456789abcdef\n";
 
 /// The reference config, with its own `[metrics]` section replaced by `metrics`.
 fn example(name: &str, metrics: &str) -> String {
-    let key = temp_key(name);
+    let key = support::key_file(&format!("obs-{name}"), KEY);
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/twinbeat.toml")).unwrap();
     let text = text.replace("/etc/twinbeat/authkey", key.to_str().unwrap());
@@ -45,7 +35,10 @@ fn reference_metrics_section_is_per_node() {
     let text = example("ref", "");
     let full = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/twinbeat.toml"))
         .unwrap()
-        .replace("/etc/twinbeat/authkey", temp_key("ref2").to_str().unwrap());
+        .replace(
+            "/etc/twinbeat/authkey",
+            support::key_file("obs-ref2", KEY).to_str().unwrap(),
+        );
     let c = Config::from_source(&full, Path::new("t.toml"), Some("db-b")).unwrap();
     let m = c.metrics.expect("[metrics] in the reference config");
     assert_eq!(m.listen["db-b"].to_string(), "203.0.113.22:9105");
@@ -144,11 +137,4 @@ fn garp_refresh_defaults_off_and_refuses_floods() {
         errs.iter().any(|e| e.contains("garp-refresh-ms")),
         "{errs:#?}"
     );
-}
-
-/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
-/// reads a file another is rewriting.
-fn next_dir_id() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

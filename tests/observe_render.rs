@@ -1,8 +1,9 @@
 //! The pure parts of `/metrics`, `/health` and agent-check: rendering a status snapshot, the
 //! serving verdict, and request-head parsing.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use twinbeat::config::Config;
 use twinbeat::core::{Node, NodeState, StepDirection, StepTiming};
@@ -13,16 +14,11 @@ use twinbeat::shell::observe::render::{render, Extra};
 use twinbeat::shell::observe::Recorder;
 
 fn config() -> Config {
-    // One folder per call: the tests run in parallel threads of one process, and a key file
-    // rewritten by one while another reads it was read empty.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir: PathBuf = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("twinbeat-render-{}-{call}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("authkey");
-    std::fs::write(&key, "1 0123456789abcdef0123456789abcdef\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = support::key_file(
+        "render",
+        "1 0123456789abcdef0123456789abcdef
+",
+    );
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/twinbeat.toml"))
         .unwrap()
         .replace("/etc/twinbeat/authkey", key.to_str().unwrap());

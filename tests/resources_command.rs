@@ -1,6 +1,8 @@
 //! The `exec` resource kind with real processes: `/bin/true`, `/bin/false`, and a small shell
 //! script that keeps a marker file in a per-test temporary directory.
 
+mod support;
+
 use std::path::PathBuf;
 
 use twinbeat::config::{self, Probe, ResourceKind};
@@ -34,12 +36,7 @@ fn exec(
 }
 
 fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "twinbeat-exec-res-{}-{test}-{}",
-        std::process::id(),
-        next_dir_id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = support::scratch_path(&format!("exec-res-{test}"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -179,11 +176,4 @@ fn new_checks_the_kind() {
         .err()
         .expect("wrong kind");
     assert!(e.to_string().contains("not exec"), "{e}");
-}
-
-/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
-/// reads a file another is rewriting.
-fn next_dir_id() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

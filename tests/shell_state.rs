@@ -1,16 +1,12 @@
 //! The state dir: generations advance on every start, terms survive restarts, corruption is
 //! reported instead of silently resetting the term.
 
+mod support;
+
 use twinbeat::shell::state::{StateDir, StateError};
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "twinbeat-state-{tag}-{}-{}",
-        std::process::id(),
-        next_dir_id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    support::scratch_path(&format!("state-{tag}"))
 }
 
 #[test]
@@ -47,11 +43,4 @@ fn a_corrupt_state_file_is_an_error_that_names_it() {
     let msg = e.to_string();
     assert!(msg.contains("state.json") && msg.contains("term"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Tests of one binary run as threads of one process: each call gets its own folder, so no test
-/// reads a file another is rewriting.
-fn next_dir_id() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -21,6 +21,31 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A path under cargo's scratch folder for integration tests that nothing else uses: unique per
+/// call, not per process, because the tests of one binary are threads of one process and two of
+/// them sharing a folder read each other's half-written files. The folder does not exist yet.
+pub fn scratch_path(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "twinbeat-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+/// A key file (mode 0600, as `twinbeat check` demands) holding `text`, in a folder of its own.
+pub fn key_file(tag: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_path(tag);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join("authkey");
+    std::fs::write(&path, text).expect("write key file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    path
+}
+
 /// A fresh directory under the system temp dir, removed (recursively) on drop.
 pub struct TempDir(pub PathBuf);
 
