@@ -21,7 +21,7 @@ fi
 # no network. iproute2 (ip netns), util-linux (nsenter, losetup, mount) and ping build and
 # probe the network-namespace tests; e2fsprogs and MariaDB serve the resource executor tests
 # (a real ext4 on a loop device, a real mariadbd).
-packages=(iproute2 util-linux iputils-ping e2fsprogs mariadb-server mariadb-client nftables curl)
+packages=(iproute2 util-linux iputils-ping e2fsprogs mariadb-server mariadb-client nftables iptables curl)
 [ ${#packages[@]} -eq 0 ] || {
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -8,7 +8,7 @@
 //! the next one often lands while the pair is still recovering), heals everything, and checks:
 //! never two VIP holders or two writable databases (sampled every 50 ms), no acknowledged write
 //! lost, the replica equal to the primary, and the service back within `RECOVERY_BOUND` of the
-//! last heal. Link delay is not among the faults: this kernel has no netem qdisc.
+//! last heal.
 //!
 //! The generator is a fixed SplitMix64 rather than a crate's RNG on purpose: a seed must replay
 //! the same schedule after any dependency upgrade.
@@ -18,6 +18,9 @@
 //!   fault (killed and restarted, paused, cut off the LAN, or unreachable from one node), drawn
 //!   from a second generator so the node faults of every seed stay exactly those of a campaign
 //!   without the option; it runs in the background, overlapping the node faults that follow.
+//! - `delay`: three runs in four also get a heartbeat delay (both nodes' heartbeats on hb0,
+//!   lan0 or both held back for a fixed time, in order: `delay.rs`, since this kernel has no
+//!   netem), from a third generator, applied in turn like the node faults.
 //! - `fence`: the lab's fence agent is armed (`power-off`), so a takeover from a silent peer
 //!   powers it off first. A node the agent powered off is powered on again when the step that
 //!   was running heals, as a power cut heals; the service-back bound counts from that.
@@ -46,11 +49,14 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Options {
     pub witness: bool,
+    pub delay: bool,
     pub fence: bool,
 }
 
 /// Seeds the witness faults' own generator, so drawing them never shifts the node faults.
 const WITNESS_SALT: u64 = 0x7769_746e_6573_7321;
+/// Seeds the delay faults' generator, for the same reason.
+const DELAY_SALT: u64 = 0x6465_6c61_7965_6421;
 
 struct SplitMix(u64);
 
@@ -110,6 +116,13 @@ enum Fault {
     Loss {
         link: &'static str,
         percent: u8,
+        ms: u64,
+    },
+    /// Both nodes' outgoing heartbeats on `link` ("hb0", "lan0" or "hb0+lan0") held back
+    /// `delay_ms`, in order, for `ms`.
+    Delay {
+        link: &'static str,
+        delay_ms: u64,
         ms: u64,
     },
     Isolate {
@@ -224,6 +237,23 @@ fn plan(seed: u64, max_faults: u32, opts: Options) -> Vec<Step> {
                 Step {
                     gap_before_ms: w.range(0, 2000),
                     fault,
+                },
+            );
+        }
+    }
+    if opts.delay {
+        let mut d = SplitMix(seed ^ DELAY_SALT);
+        if d.below(4) != 0 {
+            let at = d.below(steps.len() as u64 + 1) as usize;
+            let link = ["hb0", "lan0", "hb0+lan0"][d.below(3) as usize];
+            // From well under the lab's warntime (500 ms) to twice its deadtime (1500 ms).
+            let delay_ms = d.range(100, 3000);
+            let ms = d.range(2000, 8000);
+            steps.insert(
+                at,
+                Step {
+                    gap_before_ms: d.range(0, 2000),
+                    fault: Fault::Delay { link, delay_ms, ms },
                 },
             );
         }
@@ -462,6 +492,24 @@ fn apply(
             }
             format!("{percent}% heartbeat loss on {link} for {ms} ms")
         }
+        Fault::Delay { link, delay_ms, ms } => {
+            let wait = Duration::from_millis(delay_ms);
+            let ifaces: Vec<&str> = link.split('+').collect();
+            let mut held = Vec::new();
+            for n in [Node::A, Node::B] {
+                held.push(crate::delay::Delay::start(n, &ifaces, wait)?);
+            }
+            pause(ms);
+            let mut sent = 0;
+            for d in held {
+                sent += d.stop()?;
+            }
+            // Both nodes beat several times a second: a delay that held nothing did not happen.
+            if sent == 0 {
+                bail!("the delay on {link} held no heartbeat in {ms} ms: is the NFQUEUE rule matching?");
+            }
+            format!("heartbeats on {link} delayed {delay_ms} ms for {ms} ms ({sent} held back)")
+        }
         Fault::Isolate { node, ms } => {
             let n = resolve(cx, node);
             faults::isolate(n, true)?;
@@ -645,6 +693,9 @@ fn options_text(opts: Options) -> String {
     let mut s = String::new();
     if opts.witness {
         s.push_str(", --witness");
+    }
+    if opts.delay {
+        s.push_str(", --delay");
     }
     if opts.fence {
         s.push_str(", --fence power-off");
@@ -969,8 +1020,8 @@ mod tests {
         );
         // The fence agent changes what the lab does, not what a run draws.
         let fenced = Options {
-            witness: false,
             fence: true,
+            ..Options::default()
         };
         assert_eq!(
             serde_json::to_string(&plan(run_seed(3, 73), 3, fenced)).unwrap(),
@@ -982,7 +1033,7 @@ mod tests {
     fn witness_runs_keep_the_node_faults_and_add_at_most_one_witness_fault() {
         let opts = Options {
             witness: true,
-            fence: false,
+            ..Options::default()
         };
         let mut kinds = std::collections::BTreeSet::new();
         let mut with = 0;
@@ -1010,6 +1061,44 @@ mod tests {
         assert!(
             (250..=350).contains(&with),
             "{with} of 400 runs with a witness fault"
+        );
+    }
+
+    #[test]
+    fn delay_runs_keep_the_other_faults_and_add_at_most_one_bounded_delay() {
+        let mut links = std::collections::BTreeSet::new();
+        let mut with = 0;
+        for run in 0..400 {
+            let s = run_seed(2, run);
+            for witness in [false, true] {
+                let without = Options {
+                    witness,
+                    ..Options::default()
+                };
+                let opts = Options {
+                    delay: true,
+                    ..without
+                };
+                let base = serde_json::to_value(plan(s, 3, without)).unwrap();
+                let p = plan(s, 3, opts);
+                let (d, rest): (Vec<_>, Vec<_>) =
+                    p.iter().partition(|st| kind(&st.fault) == "delay");
+                assert_eq!(serde_json::to_value(&rest).unwrap(), base, "run {run}");
+                assert!(d.len() <= 1);
+                with += d.len();
+                for st in d {
+                    let Fault::Delay { link, delay_ms, ms } = st.fault else {
+                        unreachable!()
+                    };
+                    assert!((100..=3000).contains(&delay_ms) && (2000..=8000).contains(&ms));
+                    links.insert(link);
+                }
+            }
+        }
+        assert_eq!(links.len(), 3, "{links:?}");
+        assert!(
+            (500..=700).contains(&with),
+            "{with} of 800 plans with a delay"
         );
     }
 

@@ -12,6 +12,7 @@ mod campaign;
 mod checks;
 mod clientlog;
 mod daemonlog;
+mod delay;
 mod drill;
 mod faults;
 mod fencing;
@@ -87,6 +88,11 @@ enum Cmd {
         /// three runs in four also get a witness fault. Replay a run with the same option.
         #[arg(long)]
         witness: bool,
+        /// Three runs in four also get a heartbeat delay (NFQUEUE: every heartbeat both nodes
+        /// send on hb0, lan0 or both held back 100-3000 ms, in order, for 2-8 s). Replay a run
+        /// with the same option.
+        #[arg(long)]
+        delay: bool,
         /// Arm the lab's fence agent for the whole campaign: a takeover from a silent peer powers
         /// it off first (the node is powered on again when the step heals).
         #[arg(long, value_name = "MODE", value_parser = ["power-off"])]
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
             only,
             max_faults,
             witness,
+            delay,
             fence,
             json,
         } => campaign::main(
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
             max_faults,
             campaign::Options {
                 witness,
+                delay,
                 fence: fence.is_some(),
             },
             &json,
