@@ -69,9 +69,10 @@ fi
 
 step "the nemesis: a small fixed-seed campaign of randomized fault schedules"
 # Replay any run with: sudo lab/campaign.sh --seed 20261202 --only N (add the run's options:
-# --fence power-off, --witness). LAB_CAMPAIGN_RUNS=0 skips all three.
+# --delay, --fence power-off, --witness). LAB_CAMPAIGN_RUNS=0 skips all three.
 if [ "${LAB_CAMPAIGN_RUNS:-4}" != 0 ] && [ "${LAB_SCENARIOS:-all}" != none ]; then
-    lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --json lab/build/campaign-ci.json
+    # With --delay: three runs in four also get a heartbeat delay (0.1-3 s, NFQUEUE).
+    lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --delay --json lab/build/campaign-ci.json
     # The same node faults with the fence agent armed (where the peer falls silent, isolation
     # or a paused daemon, the survivor powers it off first; the campaign powers it on again).
     lab/campaign.sh --seed 20261202 --runs "${LAB_CAMPAIGN_RUNS:-4}" --fence power-off \
