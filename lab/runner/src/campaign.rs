@@ -545,38 +545,36 @@ fn apply(
         Fault::WitnessDown { restart_after_ms } => {
             faults::kill_witness()?;
             let lab = cx.lab.clone();
-            heals.push(std::thread::spawn(move || {
-                pause(restart_after_ms);
+            heal_later(heals, restart_after_ms, move || {
                 lab.ctl(&["start-witness"]).map(|_| ())
-            }));
+            });
             format!("kill -9 the witness, restart after {restart_after_ms} ms (in the background)")
         }
         Fault::WitnessPause { ms } => {
             faults::pause_witness(true)?;
-            heals.push(std::thread::spawn(move || {
-                pause(ms);
-                faults::pause_witness(false)
-            }));
+            heal_later(heals, ms, || faults::pause_witness(false));
             format!("SIGSTOP the witness for {ms} ms (in the background)")
         }
         Fault::WitnessCut { ms } => {
             faults::set_witness_port(false)?;
-            heals.push(std::thread::spawn(move || {
-                pause(ms);
-                faults::set_witness_port(true)
-            }));
+            heal_later(heals, ms, || faults::set_witness_port(true));
             format!("cut the witness off the LAN for {ms} ms (in the background)")
         }
         Fault::WitnessCutFrom { node, ms } => {
             let n = resolve(cx, node);
             faults::cut_witness_from(n, true)?;
-            heals.push(std::thread::spawn(move || {
-                pause(ms);
-                faults::cut_witness_from(n, false)
-            }));
+            heal_later(heals, ms, move || faults::cut_witness_from(n, false));
             format!("cut node {n} off the witness for {ms} ms (in the background)")
         }
     })
+}
+
+/// Heals a fault on its own thread after `ms`, while the schedule goes on.
+fn heal_later(heals: &mut Vec<Heal>, ms: u64, heal: impl FnOnce() -> Result<()> + Send + 'static) {
+    heals.push(std::thread::spawn(move || {
+        pause(ms);
+        heal()
+    }));
 }
 
 #[derive(Debug, Serialize)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::lab::{run_ok, Node};
+use crate::lab::{run_in_netns, Node};
 
 /// The NFQUEUE number; queues are per network namespace, so both nodes can use the same one.
 const QUEUE: u16 = 694;
@@ -118,10 +118,9 @@ impl Delay {
 }
 
 fn iptables(n: Node, op: &str, rule: &[String]) -> Result<()> {
-    let net = format!("--net=/run/netns/{}", n.ns());
-    let mut argv = vec!["nsenter", &net, "iptables", "-w", "5", op];
+    let mut argv = vec!["iptables", "-w", "5", op];
     argv.extend(rule.iter().map(String::as_str));
-    run_ok(&argv, 10)
+    run_in_netns(n, &argv, 10)
 }
 
 impl Drop for Delay {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{now_ms, pid_from, run_ok, wait_until, Lab, Node, RUN, VIP, WITNESS};
+use crate::lab::{
+    now_ms, pid_from, run_in_netns, run_ok, wait_until, Lab, Node, RUN, VIP, WITNESS,
+};
 
 /// EXT4_IOC_SHUTDOWN = _IOR('X', 125, __u32), the same number as XFS_IOC_GOINGDOWN.
 const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
@@ -165,12 +167,7 @@ fn mount_source(dir: &str) -> Option<std::path::PathBuf> {
 /// Drops the node's outgoing heartbeats (UDP 694) on one interface: all of them, or about
 /// `percent` of them at random. One direction only; `name` is the nftables table to undo.
 pub fn drop_heartbeats(n: Node, iface: &str, percent: u8, name: &str) -> Result<()> {
-    let net = format!("--net=/run/netns/{}", n.ns());
-    let nft = |args: &[&str]| {
-        let mut argv = vec!["nsenter", &net, "nft"];
-        argv.extend_from_slice(args);
-        run_ok(&argv, 5)
-    };
+    let nft = |args: &[&str]| nft(n, args);
     nft(&["add", "table", "inet", name])?;
     nft(&[
         "add",
@@ -192,11 +189,14 @@ pub fn drop_heartbeats(n: Node, iface: &str, percent: u8, name: &str) -> Result<
 }
 
 pub fn undo_drop(n: Node, name: &str) -> Result<()> {
-    let net = format!("--net=/run/netns/{}", n.ns());
-    run_ok(
-        &["nsenter", &net, "nft", "delete", "table", "inet", name],
-        5,
-    )
+    nft(n, &["delete", "table", "inet", name])
+}
+
+/// One `nft` command in node `n`'s namespace.
+fn nft(n: Node, args: &[&str]) -> Result<()> {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    run_in_netns(n, &argv, 5)
 }
 
 pub fn pause_mysqld(lab: &Lab, n: Node, stop: bool) -> Result<()> {
@@ -207,7 +207,10 @@ pub fn pause_mysqld(lab: &Lab, n: Node, stop: bool) -> Result<()> {
 
 /// Takes the node's switch port down or up (the bridge side of its LAN veth).
 pub fn set_port(n: Node, up: bool) -> Result<()> {
-    let port = format!("{n}-lan");
+    set_bridge_port(&format!("{n}-lan"), up)
+}
+
+fn set_bridge_port(port: &str, up: bool) -> Result<()> {
     run_ok(
         &[
             "ip",
@@ -215,7 +218,7 @@ pub fn set_port(n: Node, up: bool) -> Result<()> {
             "tblab-br",
             "link",
             "set",
-            &port,
+            port,
             if up { "up" } else { "down" },
         ],
         5,
@@ -298,29 +301,13 @@ pub fn pause_witness(stop: bool) -> Result<()> {
 
 /// The witness's switch port (the bridge side of its LAN veth) down or up.
 pub fn set_witness_port(up: bool) -> Result<()> {
-    run_ok(
-        &[
-            "ip",
-            "-n",
-            "tblab-br",
-            "link",
-            "set",
-            "w-lan",
-            if up { "up" } else { "down" },
-        ],
-        5,
-    )
+    set_bridge_port("w-lan", up)
 }
 
 /// Drops everything between node `n` and the witness, both ways, in the node's namespace (the
 /// nftables table `tblab_witness`): the node cannot reach the witness, everything else works.
 pub fn cut_witness_from(n: Node, cut: bool) -> Result<()> {
-    let net = format!("--net=/run/netns/{}", n.ns());
-    let nft = |args: &[&str]| {
-        let mut argv = vec!["nsenter", &net, "nft"];
-        argv.extend_from_slice(args);
-        run_ok(&argv, 5)
-    };
+    let nft = |args: &[&str]| nft(n, args);
     let t = "tblab_witness";
     if !cut {
         return nft(&["delete", "table", "inet", t]);

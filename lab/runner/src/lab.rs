@@ -264,6 +264,14 @@ pub fn run_ok(argv: &[&str], secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// run_ok inside node `n`'s network namespace.
+pub fn run_in_netns(n: Node, argv: &[&str], secs: u64) -> Result<()> {
+    let net = format!("--net=/run/netns/{}", n.ns());
+    let mut full = vec!["nsenter", &net];
+    full.extend_from_slice(argv);
+    run_ok(&full, secs)
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
